@@ -1,0 +1,88 @@
+"""The ``mailbridge`` command: run the bot, check a configuration, or print the version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot import __version__, app, config, logs
+from bot.errors import ConfigError, StoreError
+
+TRIAL_NOTE = (
+    "mailbridge: trial mode (no config.toml found) - chat here in the terminal; mail is written "
+    "to ./outbox, nothing is sent. See README.md to connect real accounts. Type /help."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run; return the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return _check(_config_path(args.config, required=True))
+        return _run(_config_path(args.config, required=False), console=args.console)
+    except ConfigError as exc:
+        print(f"mailbridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"mailbridge: database error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailbridge", description="Send email from your own Gmail through a chat bot."
+    )
+    parser.add_argument("--version", action="version", version=f"mailbridge {__version__}")
+    parser.set_defaults(command="run", config=None, console=False)
+    sub = parser.add_subparsers(dest="command", metavar="{run,check}")
+    config_help = "configuration file (default: $MAILBRIDGE_CONFIG, else ./config.toml)"
+    run = sub.add_parser("run", help="run the bot (the default)")
+    run.add_argument("--config", type=Path, help=config_help)
+    run.add_argument("--console", action="store_true", help="chat from this terminal")
+    check = sub.add_parser("check", help="validate the configuration and say what would run")
+    check.add_argument("--config", type=Path, help=config_help)
+    return parser
+
+
+def _config_path(given: Path | None, *, required: bool) -> Path | None:
+    """Return the configuration file to use, or None for trial mode."""
+    if given is not None:
+        return given
+    if os.environ.get("MAILBRIDGE_CONFIG"):
+        return Path(os.environ["MAILBRIDGE_CONFIG"])
+    default = Path("config.toml")
+    if default.exists() or required:
+        return default
+    return None
+
+
+def _run(path: Path | None, *, console: bool) -> int:
+    if path is None:
+        cfg = config.from_dict({"bot": {"database": ":memory:"}}, base=Path.cwd(), env=os.environ)
+        logs.setup(os.environ.get("MAILBRIDGE_LOG_LEVEL", "warning"))
+        print(TRIAL_NOTE, file=sys.stderr, flush=True)
+        console = True
+    else:
+        cfg = config.load(path)
+        logs.setup(cfg.bot.log_level)
+    return asyncio.run(app.run(cfg, console=console))
+
+
+def _check(path: Path | None) -> int:
+    assert path is not None
+    cfg = config.load(path)
+    print(f"configuration {cfg.path} is valid:")
+    for line in config.describe(cfg):
+        print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Compose an RFC 5322 message from a parsed ``/mail`` with the email package's modern API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from bot.addresses import EmailAddress
+from bot.grammar import MailRequest
+
+TRIAL_SENDER = EmailAddress("trial", "mailbridge.invalid")
+
+
+def compose(
+    request: MailRequest,
+    sender: EmailAddress,
+    sender_name: str = "",
+    now: datetime | None = None,
+) -> EmailMessage:
+    """Return the message for ``request`` sent by ``sender``."""
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = _address(sender, sender_name)
+    if request.to:
+        msg["To"] = [_address(a) for a in request.to]
+    if request.cc:
+        msg["Cc"] = [_address(a) for a in request.cc]
+    if request.bcc:
+        # Gmail reads Bcc from the raw message and strips it before delivery.
+        msg["Bcc"] = [_address(a) for a in request.bcc]
+    if request.subject:
+        msg["Subject"] = request.subject
+    msg["Date"] = format_datetime(now or datetime.now(UTC))
+    # An explicit domain: make_msgid() would otherwise ask DNS for this host's name.
+    msg["Message-ID"] = make_msgid(domain=sender.domain)
+    msg.set_content(request.body + "\n", charset="utf-8")
+    return msg
+
+
+def _address(address: EmailAddress, name: str = "") -> Address:
+    # Display names are the user's chat name: keep them, but never a header-breaking character.
+    clean = "".join(ch for ch in name if ch.isprintable()).strip()
+    return Address(display_name=clean, username=address.local, domain=address.domain)

@@ -1,0 +1,51 @@
+"""The database schema as an ordered, append-only list of migrations.
+
+Migration N (1-based) takes a database at ``PRAGMA user_version`` N-1 to N. Never edit or reorder
+a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the outbox and a small key-value table.
+    (
+        """CREATE TABLE outbox (
+            id          INTEGER PRIMARY KEY,
+            event_key   TEXT    NOT NULL UNIQUE,   -- platform:event; one row per chat event
+            user_key    TEXT    NOT NULL,
+            room        TEXT    NOT NULL,
+            is_direct   INTEGER NOT NULL,
+            recipients  TEXT    NOT NULL,          -- JSON: {"to": [..], "cc": [..], "bcc": [..]}
+            subject     TEXT    NOT NULL,
+            raw         BLOB,                      -- encrypted message; dropped once sent
+            state       TEXT    NOT NULL
+                CHECK (state IN ('queued', 'sending', 'sent', 'failed', 'unknown')),
+            detail      TEXT,                      -- Gmail message id, or the reason it failed
+            created_at  REAL    NOT NULL,
+            updated_at  REAL    NOT NULL
+        )""",
+        "CREATE INDEX outbox_user_created ON outbox (user_key, created_at)",
+        "CREATE INDEX outbox_state ON outbox (state)",
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    # 2: linked Google accounts and pending logins.
+    (
+        """CREATE TABLE accounts (
+            user_key       TEXT PRIMARY KEY,
+            address        TEXT NOT NULL,
+            refresh_token  BLOB NOT NULL,             -- encrypted
+            scopes         TEXT NOT NULL,
+            connected_at   REAL NOT NULL,
+            last_sent_at   REAL
+        )""",
+        """CREATE TABLE pending_logins (
+            state         TEXT PRIMARY KEY,           -- 256-bit random, single use
+            user_key      TEXT NOT NULL,
+            display_name  TEXT NOT NULL,
+            room          TEXT NOT NULL,
+            verifier      BLOB NOT NULL,              -- encrypted PKCE verifier
+            expires_at    REAL NOT NULL,
+            used          INTEGER NOT NULL DEFAULT 0
+        )""",
+    ),
+)

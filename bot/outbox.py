@@ -1,0 +1,234 @@
+"""The outbox: every accepted ``/mail`` is a row before any network call.
+
+States: ``queued -> sending -> sent``, or ``failed`` (certainly not sent), or ``unknown`` (it may
+have reached the provider). ``unknown`` is never sent again by itself; the user may ``/retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
+from bot.grammar import MailRequest
+from bot.vault import SecretBox
+
+log = logging.getLogger(__name__)
+
+QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One accepted mail, without its (encrypted) content."""
+
+    id: int
+    event_key: str
+    user_key: str
+    room: str
+    is_direct: bool
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    subject: str
+    state: str
+    detail: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a delivery ended: the new state and, for the user, the receipt or reason."""
+
+    state: str
+    receipt: Receipt | None = None
+    reason: str = ""
+    after_restart: bool = False
+
+
+Notify = Callable[[OutboxRow, Outcome], Awaitable[None]]
+_COLUMNS = (
+    "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at"
+)
+
+
+class Outbox:
+    """Records accepted mail and delivers it through a backend, telling owners the outcome."""
+
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        box: SecretBox,
+        backend: MailBackend,
+        notify: Notify,
+        concurrency: int = 32,
+    ) -> None:
+        self._db = db
+        self._box = box
+        self._backend = backend
+        self._notify = notify
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def accept(
+        self,
+        event_key: str,
+        user_key: str,
+        room: str,
+        is_direct: bool,
+        request: MailRequest,
+        raw: bytes,
+    ) -> int | None:
+        """Record a mail as queued; return its number, or None if this event was seen before."""
+        recipients = {
+            "to": [str(a) for a in request.to],
+            "cc": [str(a) for a in request.cc],
+            "bcc": [str(a) for a in request.bcc],
+        }
+        now = time.time()
+        cur = await self._db.execute(
+            "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
+            " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (event_key) DO NOTHING",
+            (
+                event_key,
+                user_key,
+                room,
+                int(is_direct),
+                json.dumps(recipients),
+                request.subject,
+                self._box.seal(raw),
+                QUEUED,
+                now,
+                now,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount == 1 else None
+
+    async def count_since(self, user_key: str, since: float) -> int:
+        """Return how many mails ``user_key`` has had accepted since ``since``."""
+        async with self._db.execute(
+            "SELECT count(*) FROM outbox WHERE user_key = ? AND created_at >= ?",
+            (user_key, since),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def get(self, row_id: int) -> OutboxRow | None:
+        """Return one row by number."""
+        async with self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)) as c:
+            row = await c.fetchone()
+        return _row(row) if row else None
+
+    def submit(self, row_id: int) -> None:
+        """Deliver a queued row in the background."""
+        task = asyncio.create_task(self._deliver(row_id), name=f"outbox-{row_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait until every delivery under way has ended."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def recover(self) -> None:
+        """After a restart: rows caught mid-send become unknown; queued rows are sent."""
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY id", (SENDING, QUEUED)
+        ) as cur:
+            rows = [_row(r) for r in await cur.fetchall()]
+        for row in rows:
+            if row.state == QUEUED:
+                self.submit(row.id)
+                continue
+            await self._set(row.id, UNKNOWN, None)
+            log.warning(
+                "outbox %d was being sent when mailbridge stopped: outcome unknown", row.id
+            )
+            await self._tell(row, Outcome(UNKNOWN, after_restart=True))
+
+    async def requeue(self, row_id: int) -> bool:
+        """Queue a failed or unknown row again (the user asked); return whether it was."""
+        cur = await self._db.execute(
+            "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state IN (?, ?)"
+            " AND raw IS NOT NULL",
+            (QUEUED, time.time(), row_id, FAILED, UNKNOWN),
+        )
+        return cur.rowcount == 1
+
+    async def _deliver(self, row_id: int) -> None:
+        async with self._slots:
+            # Claim the row: only a queued row moves to sending, so no row is sent twice.
+            cur = await self._db.execute(
+                "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+                (SENDING, time.time(), row_id, QUEUED),
+            )
+            if cur.rowcount != 1:
+                return
+            async with self._db.execute(
+                f"SELECT {_COLUMNS}, raw FROM outbox WHERE id = ?", (row_id,)
+            ) as c:
+                found = await c.fetchone()
+            assert found is not None
+            row, raw = _row(found[:-1]), self._box.open(found[-1])
+            outcome = await self._send(row, raw)
+            await self._set(row_id, outcome.state, _detail(outcome))
+            await self._tell(row, outcome)
+
+    async def _send(self, row: OutboxRow, raw: bytes) -> Outcome:
+        try:
+            receipt = await self._backend.send(row.user_key, raw)
+        except SendRefused as exc:
+            return Outcome(FAILED, reason=str(exc))
+        except SendUnknown as exc:
+            log.warning("outbox %d: outcome unknown (%s)", row.id, type(exc).__name__)
+            return Outcome(UNKNOWN, reason=str(exc))
+        except Exception:
+            # A bug may strike after the request left: never guess that nothing was sent.
+            log.exception("outbox %d: unexpected error while sending", row.id)
+            return Outcome(UNKNOWN)
+        log.info("outbox %d sent", row.id)
+        return Outcome(SENT, receipt=receipt)
+
+    async def _set(self, row_id: int, state: str, detail: str | None) -> None:
+        # Sent mail needs no content any more; failed and unknown keep it for /retry.
+        drop = ", raw = NULL" if state == SENT else ""
+        await self._db.execute(
+            f"UPDATE outbox SET state = ?, detail = ?, updated_at = ?{drop} WHERE id = ?",
+            (state, detail, time.time(), row_id),
+        )
+
+    async def _tell(self, row: OutboxRow, outcome: Outcome) -> None:
+        try:
+            await self._notify(row, outcome)
+        except Exception:
+            log.exception("outbox %d: could not tell the user the outcome", row.id)
+
+
+def _detail(outcome: Outcome) -> str | None:
+    return outcome.receipt.message_id if outcome.receipt else (outcome.reason or None)
+
+
+def _row(r: Sequence[Any]) -> OutboxRow:
+    recipients = json.loads(str(r[5]))
+    return OutboxRow(
+        id=int(r[0]),
+        event_key=str(r[1]),
+        user_key=str(r[2]),
+        room=str(r[3]),
+        is_direct=bool(r[4]),
+        to=tuple(recipients["to"]),
+        cc=tuple(recipients["cc"]),
+        bcc=tuple(recipients["bcc"]),
+        subject=str(r[6]),
+        state=str(r[7]),
+        detail=None if r[8] is None else str(r[8]),
+        created_at=float(r[9]),
+    )

@@ -1,0 +1,69 @@
+"""The SQLite database: opening it safely and bringing its schema up to date."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from bot.errors import StoreError
+from bot.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+MEMORY = ":memory:"
+
+
+async def open_database(
+    path: Path | str, migrations: Sequence[Sequence[str]] = MIGRATIONS
+) -> aiosqlite.Connection:
+    """Open (creating with mode 0600) and migrate the database at ``path``."""
+    if str(path) != MEMORY:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Create the file ourselves so it is never readable by others, not even for a moment.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)
+    db = await aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        await db.execute("PRAGMA foreign_keys = ON")
+        if str(path) != MEMORY:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA busy_timeout = 5000")
+        await migrate(db, migrations)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """Return ``PRAGMA user_version``."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(db: aiosqlite.Connection, migrations: Sequence[Sequence[str]]) -> None:
+    """Apply the migrations the database lacks, each in its own transaction."""
+    version = await schema_version(db)
+    if version > len(migrations):
+        raise StoreError(
+            f"The database is at schema version {version}, but this mailbridge knows only "
+            f"{len(migrations)}: it was written by a newer mailbridge. Upgrade mailbridge, or "
+            "restore a backup made before the upgrade."
+        )
+    for number in range(version + 1, len(migrations) + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in migrations[number - 1]:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+        log.info("database migrated to schema version %d", number)
