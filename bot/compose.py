@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -31,7 +32,7 @@ def compose(
         # Gmail reads Bcc from the raw message and strips it before delivery.
         msg["Bcc"] = [_address(a) for a in request.bcc]
     if request.subject:
-        msg["Subject"] = request.subject
+        _set_subject(msg, request.subject)
     msg["Date"] = format_datetime(now or datetime.now(UTC))
     # An explicit domain: make_msgid() would otherwise ask DNS for this host's name.
     msg["Message-ID"] = make_msgid(domain=sender.domain)
@@ -43,3 +44,12 @@ def _address(address: EmailAddress, name: str = "") -> Address:
     # Display names are the user's chat name: keep them, but never a header-breaking character.
     clean = "".join(ch for ch in name if ch.isprintable()).strip()
     return Address(display_name=clean, username=address.local, domain=address.domain)
+
+
+def _set_subject(msg: EmailMessage, subject: str) -> None:
+    if subject.isascii() and "=?" not in subject:
+        msg["Subject"] = subject
+        return
+    # Encode it ourselves: the email package would send a typed "=?utf-8?q?x?=" as is, and
+    # mail readers would then show "x". RFC 2047 base64 words decode back exactly.
+    msg.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n"))

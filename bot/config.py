@@ -176,6 +176,10 @@ def _section(cls: type[_T], name: str, table: dict[str, Any], base: Path) -> _T:
         if key not in known:
             raise ConfigError(f"[{name}] {key}: unknown key (known: {', '.join(sorted(known))})")
         values[key] = _convert(f"[{name}] {key}", hints[key], value, base)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        # Defaults are relative to the configuration file's folder too.
+        if f.name not in values and isinstance(f.default, Path) and str(f.default) != ":memory:":
+            values[f.name] = base / f.default
     return cls(**values)
 
 
