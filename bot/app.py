@@ -1,4 +1,4 @@
-"""Wiring: build the core and its adapters from a configuration and run them in one loop."""
+"""Wiring: build the core, its adapters and the web server from a configuration; run them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import logging
 import signal
 from pathlib import Path
 
+import aiosqlite
+
+from bot.accounts import Accounts
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter
 from bot.config import Config
@@ -16,15 +19,9 @@ from bot.errors import ConfigError
 from bot.local_outbox import LocalOutbox
 from bot.store import MEMORY, open_database
 from bot.vault import SecretBox, load_key
+from bot.web import WebServer
 
 log = logging.getLogger(__name__)
-
-
-def build_backend(config: Config) -> MailBackend:
-    """Return the mail backend the configuration asks for."""
-    if config.mail_backend == "outbox":
-        return LocalOutbox(config.mail.outbox_dir)
-    raise ConfigError("[mail] backend: gmail is not available in this version yet")
 
 
 def key_file(config: Config) -> Path | None:
@@ -34,6 +31,21 @@ def key_file(config: Config) -> Path | None:
     return config.bot.data_key_file or config.bot.database.with_name(
         config.bot.database.name + ".key"
     )
+
+
+def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core:
+    """Return a core with the mail backend (and consent flow) the configuration asks for."""
+    if config.mail_backend == "outbox":
+        return Core(config, db, box, LocalOutbox(config.mail.outbox_dir))
+    from bot.gmail import GmailBackend
+    from bot.google import load_client
+    from bot.oauth import OAuth
+
+    assert config.google is not None  # checked when the configuration was loaded
+    client = load_client(config.google)
+    gmail = GmailBackend(client, Accounts(db, box))
+    oauth = OAuth(client, config.web.public_url, Accounts(db, box), gmail.pool)
+    return Core(config, db, box, gmail, oauth)
 
 
 def chat_adapters(config: Config, console: bool) -> list[ChatAdapter]:
@@ -55,16 +67,31 @@ async def run(config: Config, *, console: bool) -> int:
             "or pass --console"
         )
     db = await open_database(config.bot.database)
-    backend = build_backend(config)
-    core = Core(config, db, SecretBox(load_key(key_file(config))), backend)
+    backend: MailBackend | None = None
+    web: WebServer | None = None
     try:
+        core = build_core(config, db, SecretBox(load_key(key_file(config))))
+        backend = core.backend
         for adapter in adapters:
             core.attach(adapter)
+        if config.path is not None:  # trial mode needs no web server
+            web = WebServer(
+                config.web.listen, core.oauth, core.linked, core.login_failed, core.metrics
+            )
+            try:
+                await web.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"[web] listen: cannot listen on {config.web.listen}: {exc.strerror}"
+                ) from None
         await core.outbox.recover()
         await _run_adapters(core, adapters)
         await core.outbox.drain()
     finally:
-        await backend.close()
+        if web is not None:
+            await web.stop()
+        if backend is not None:
+            await backend.close()
         await db.close()
     return 0
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import aiosqlite
 
 from bot import commands
+from bot.accounts import Accounts
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter, Message, Reply
 from bot.config import Config
 from bot.errors import BotError, NotAllowedError
 from bot.grammar import parse_command
+from bot.oauth import Linked, LoginFailed, OAuth
 from bot.outbox import Outbox, OutboxRow, Outcome
 from bot.policy import check_allowed
 from bot.vault import SecretBox
-from bot.wording import APOLOGY, outcome_text, prefix
+from bot.wording import APOLOGY, localise, outcome_text, prefix
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,29 @@ class Core:
     """Dispatches commands, applies policy, and reports mail outcomes to their owners."""
 
     def __init__(
-        self, config: Config, db: aiosqlite.Connection, box: SecretBox, backend: MailBackend
+        self,
+        config: Config,
+        db: aiosqlite.Connection,
+        box: SecretBox,
+        backend: MailBackend,
+        oauth: OAuth | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.box = box
         self.backend = backend
+        self.oauth = oauth
+        self.accounts = Accounts(db, box)
         self.outbox = Outbox(db, box, backend, self._tell_outcome)
         self._networks: dict[str, Attached] = {}
 
     def attach(self, adapter: ChatAdapter, bot_username: str | None = None) -> None:
         """Let the core answer on ``adapter``'s network."""
         self._networks[adapter.platform] = Attached(adapter, bot_username)
+
+    def network(self, platform: str) -> Attached | None:
+        """Return the attached network for ``platform``."""
+        return self._networks.get(platform)
 
     async def handle(self, message: Message) -> None:
         """Answer one incoming message; never raises for the message's sake."""
@@ -57,17 +69,51 @@ class Core:
             log.exception("error while handling a %s message", message.platform)
             reply = Reply(APOLOGY)
         if reply is not None:
-            await self.say(
-                message.platform, message.room, replace(reply, reply_to=message.event_key)
-            )
+            reply = replace(reply, reply_to=reply.reply_to or message.event_key)
+            await self.say(message.platform, message.room, reply)
 
     async def say(self, platform: str, room: str, reply: Reply) -> None:
-        """Send ``reply`` to ``room`` on ``platform``."""
+        """Send ``reply`` to ``room`` on ``platform``, in that network's command spelling."""
         network = self._networks.get(platform)
         if network is None:
             log.error("no %s adapter attached; a reply was not delivered", platform)
             return
-        await network.adapter.send(room, reply)
+        await network.adapter.send(room, replace(reply, text=localise(reply.text, platform)))
+
+    async def linked(self, linked: Linked) -> None:
+        """Tell the user in chat that the consent flow connected their account."""
+        platform = linked.login.user_key.partition(":")[0]
+        p = prefix(platform)
+        text = (
+            f"✅ Gmail connected as {linked.address}. Send mail with "
+            f"{p}mail <to> <subject> | <body>; {p}status shows the link, {p}disconnect ends it."
+        )
+        await self.say(platform, linked.login.room, Reply(text))
+
+    async def login_failed(self, failure: LoginFailed) -> None:
+        """Tell the user in chat why the consent flow did not connect their account."""
+        if failure.login is not None and failure.chat:
+            platform = failure.login.user_key.partition(":")[0]
+            await self.say(platform, failure.login.room, Reply(f"❌ {failure.chat}"))
+
+    async def metrics(self) -> str:
+        """Return Prometheus text: mail by state and linked accounts."""
+        lines = [
+            "# HELP mailbridge_outbox_mails Mails in the outbox by state.",
+            "# TYPE mailbridge_outbox_mails gauge",
+        ]
+        async with self.db.execute("SELECT state, count(*) FROM outbox GROUP BY state") as cur:
+            counts = {str(state): int(n) for state, n in await cur.fetchall()}
+        for state in ("queued", "sending", "sent", "failed", "unknown"):
+            lines.append(f'mailbridge_outbox_mails{{state="{state}"}} {counts.get(state, 0)}')
+        async with self.db.execute("SELECT count(*) FROM accounts") as cur:
+            row = await cur.fetchone()
+        lines += [
+            "# HELP mailbridge_linked_accounts Chat users with a linked Google account.",
+            "# TYPE mailbridge_linked_accounts gauge",
+            f"mailbridge_linked_accounts {row[0] if row else 0}",
+        ]
+        return "\n".join(lines) + "\n"
 
     async def _answer(self, message: Message) -> Reply | None:
         network = self._networks.get(message.platform)
@@ -78,12 +124,14 @@ class Core:
             check_allowed(message.user_key, self.config.bot.allowed_users)
             p = prefix(message.platform)
             return Reply(f"I only understand commands. Type {p}help to see them.")
-        handler = commands.HANDLERS.get(command.name)
         try:
             check_allowed(message.user_key, self.config.bot.allowed_users)
         except NotAllowedError:
             log.info("refused a command from a user outside allowed_users (%s)", message.platform)
             raise
+        if message.is_direct:
+            await self.accounts.remember_direct_room(message.user_key, message.room)
+        handler = commands.HANDLERS.get(command.name)
         if handler is None:
             p = prefix(message.platform)
             return Reply(f"I don't know {p}{command.name}. Type {p}help for what I can do.")
@@ -93,6 +141,3 @@ class Core:
         platform = row.user_key.partition(":")[0]
         text = outcome_text(row, outcome, platform)
         await self.say(platform, row.room, Reply(text, reply_to=row.event_key.partition(":")[2]))
-
-
-CommandHandler = Callable[[Core, Message, str], Awaitable[Reply | None]]

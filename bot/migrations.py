@@ -48,4 +48,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             used          INTEGER NOT NULL DEFAULT 0
         )""",
     ),
+    # 3: where each user's direct chat with the bot is, so links never go to a group.
+    ("CREATE TABLE direct_rooms (user_key TEXT PRIMARY KEY, room TEXT NOT NULL)",),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from bot.outbox import FAILED, SENT, UNKNOWN, OutboxRow, Outcome
 
 APOLOGY = "Sorry, something went wrong on our side. It has been logged; please try again later."
@@ -10,6 +12,14 @@ APOLOGY = "Sorry, something went wrong on our side. It has been logged; please t
 def prefix(platform: str) -> str:
     """Return the command prefix users of ``platform`` should type (Element eats '/')."""
     return "!" if platform == "matrix" else "/"
+
+
+_COMMANDS = re.compile(r"(?<![\w/])/(mail|help|connect|disconnect|status|retry|start)\b")
+
+
+def localise(text: str, platform: str) -> str:
+    """Spell command names as users of ``platform`` type them ("!mail" on Matrix)."""
+    return _COMMANDS.sub(r"!\1", text) if platform == "matrix" else text
 
 
 def subject_shown(subject: str) -> str:

@@ -1,0 +1,149 @@
+"""Linked Google accounts, pending logins and direct rooms, with their SQL beside them."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.vault import SecretBox
+
+LOGIN_TTL = 600.0  # a login link lives 10 minutes
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A chat user's linked Google account."""
+
+    user_key: str
+    address: str
+    refresh_token: str
+    scopes: tuple[str, ...]
+    connected_at: float
+    last_sent_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """A login link handed out by ``/connect``, not yet used."""
+
+    state: str
+    user_key: str
+    display_name: str
+    room: str
+    verifier: str
+    expires_at: float
+    used: bool
+
+
+class Accounts:
+    """The accounts, pending_logins and direct_rooms tables."""
+
+    def __init__(self, db: aiosqlite.Connection, box: SecretBox) -> None:
+        self._db = db
+        self._box = box
+
+    async def get(self, user_key: str) -> Account | None:
+        """Return the account linked to ``user_key``, if any."""
+        async with self._db.execute(
+            "SELECT user_key, address, refresh_token, scopes, connected_at, last_sent_at"
+            " FROM accounts WHERE user_key = ?",
+            (user_key,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return Account(
+            user_key=row[0],
+            address=row[1],
+            refresh_token=self._box.open(row[2]).decode(),
+            scopes=tuple(str(row[3]).split()),
+            connected_at=row[4],
+            last_sent_at=row[5],
+        )
+
+    async def save(
+        self, user_key: str, address: str, refresh_token: str, scopes: tuple[str, ...]
+    ) -> None:
+        """Link (or re-link) ``user_key`` to a Google account."""
+        await self._db.execute(
+            "INSERT INTO accounts (user_key, address, refresh_token, scopes, connected_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET"
+            " address = excluded.address, refresh_token = excluded.refresh_token,"
+            " scopes = excluded.scopes, connected_at = excluded.connected_at",
+            (
+                user_key,
+                address,
+                self._box.seal(refresh_token.encode()),
+                " ".join(scopes),
+                time.time(),
+            ),
+        )
+
+    async def delete(self, user_key: str) -> bool:
+        """Forget the link; return whether there was one."""
+        cur = await self._db.execute("DELETE FROM accounts WHERE user_key = ?", (user_key,))
+        return cur.rowcount == 1
+
+    async def mark_sent(self, user_key: str) -> None:
+        """Remember when this account last sent a mail."""
+        await self._db.execute(
+            "UPDATE accounts SET last_sent_at = ? WHERE user_key = ?", (time.time(), user_key)
+        )
+
+    async def new_login(
+        self, user_key: str, display_name: str, room: str, verifier: str
+    ) -> PendingLogin:
+        """Store a pending login with a fresh 256-bit state."""
+        state = secrets.token_urlsafe(32)
+        expires_at = time.time() + LOGIN_TTL
+        # Old, dead links are of no use to anyone.
+        await self._db.execute("DELETE FROM pending_logins WHERE expires_at < ?", (time.time(),))
+        await self._db.execute(
+            "INSERT INTO pending_logins"
+            " (state, user_key, display_name, room, verifier, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (state, user_key, display_name, room, self._box.seal(verifier.encode()), expires_at),
+        )
+        return PendingLogin(state, user_key, display_name, room, verifier, expires_at, False)
+
+    async def find_login(self, state: str) -> PendingLogin | None:
+        """Return a pending login by state, used or not, expired or not."""
+        async with self._db.execute(
+            "SELECT state, user_key, display_name, room, verifier, expires_at, used"
+            " FROM pending_logins WHERE state = ?",
+            (state,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return PendingLogin(
+            row[0], row[1], row[2], row[3], self._box.open(row[4]).decode(), row[5], bool(row[6])
+        )
+
+    async def consume_login(self, state: str) -> bool:
+        """Mark a login used, atomically; False if it was used already or has expired."""
+        cur = await self._db.execute(
+            "UPDATE pending_logins SET used = 1 WHERE state = ? AND used = 0 AND expires_at >= ?",
+            (state, time.time()),
+        )
+        return cur.rowcount == 1
+
+    async def direct_room(self, user_key: str) -> str | None:
+        """Return the user's known direct chat with the bot."""
+        async with self._db.execute(
+            "SELECT room FROM direct_rooms WHERE user_key = ?", (user_key,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def remember_direct_room(self, user_key: str, room: str) -> None:
+        """Record the user's direct chat (called for every direct message)."""
+        await self._db.execute(
+            "INSERT INTO direct_rooms (user_key, room) VALUES (?, ?)"
+            " ON CONFLICT (user_key) DO UPDATE SET room = excluded.room"
+            " WHERE room != excluded.room",
+            (user_key, room),
+        )

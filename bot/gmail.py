@@ -1,0 +1,280 @@
+"""The Gmail backend: sends through the Gmail API as each connected user.
+
+Google's client libraries are synchronous: every call runs in a bounded thread pool of our own,
+with one service object per call and no retries inside the library (a blind retry of a send can
+send twice). Retries happen here, and only where Google certainly did not process the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, TypeVar
+
+import google.auth.exceptions
+import google.auth.transport.urllib3
+import urllib3
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+
+from bot.accounts import Account, Accounts
+from bot.addresses import EmailAddress
+from bot.backends import Receipt, SendRefused, SendUnknown
+from bot.errors import NotConnectedError
+from bot.google import SCOPES, GoogleClient
+from bot.transport import MaybeSent, NoRetryHttp, NotSent
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+DAILY_LIMIT_REASONS = {"dailyLimitExceeded", "quotaExceeded"}
+TESTING_MODE_NOTE = (
+    "If this bot's Google app is still in Testing mode, Google ends every link after 7 days."
+)
+
+
+class AccountLost(Exception):
+    """Google answered ``invalid_grant``: the stored refresh token is dead."""
+
+
+@dataclass(slots=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+class GmailBackend:
+    """Send mail through ``users.messages.send`` with each user's own Google account."""
+
+    name = "gmail"
+    backoff_base = 1.0  # seconds; doubled each time, with jitter
+    max_rate_retries = 5
+    max_connect_retries = 3
+
+    def __init__(
+        self,
+        client: GoogleClient,
+        accounts: Accounts,
+        max_workers: int = 16,
+        timeout: float = 30.0,
+    ) -> None:
+        self._client = client
+        self._accounts = accounts
+        self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="google")
+        self._http = urllib3.PoolManager(maxsize=max_workers, retries=False)
+        self._timeout = timeout
+        self._tokens: dict[str, _Token] = {}
+        self._refreshing: dict[str, asyncio.Lock] = {}
+
+    async def sender(self, user_key: str) -> EmailAddress:
+        """Return the connected address, or explain how to connect."""
+        account = await self._accounts.get(user_key)
+        if account is None:
+            raise NotConnectedError(
+                "Your Gmail is not connected yet. Send /connect in a direct chat with me "
+                "to link it (once)."
+            )
+        local, _, domain = account.address.rpartition("@")
+        return EmailAddress(local, domain)
+
+    async def send(self, user_key: str, raw: bytes) -> Receipt:
+        """Send ``raw`` as ``user_key``; retry only what Google certainly did not process."""
+        account = await self._accounts.get(user_key)
+        if account is None:
+            raise SendRefused("Your Gmail is not connected any more; send /connect to link it.")
+        body = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
+        rate_retries = connect_retries = 0
+        refreshed = False
+        while True:
+            token = await self._access_token(account)
+            try:
+                result = await self._run(self._send_sync, token, body)
+            except NotSent:
+                connect_retries += 1
+                if connect_retries > self.max_connect_retries:
+                    raise SendRefused(
+                        "Gmail could not be reached, so nothing was sent. Try again later."
+                    ) from None
+                await asyncio.sleep(self._backoff(connect_retries))
+                continue
+            except MaybeSent as exc:
+                raise SendUnknown(f"The connection to Gmail broke ({exc})") from None
+            except HttpError as exc:
+                status, reasons, message = _error_details(exc)
+                if status == 401 and not refreshed:
+                    refreshed = True
+                    self._tokens.pop(user_key, None)
+                    continue
+                if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS):
+                    rate_retries += 1
+                    if rate_retries > self.max_rate_retries:
+                        raise SendRefused(
+                            "Gmail is limiting how fast your account may send; nothing was "
+                            "sent. Wait a few minutes and try again."
+                        ) from None
+                    await asyncio.sleep(max(_retry_after(exc), self._backoff(rate_retries)))
+                    continue
+                raise _refusal(status, reasons, message) from None
+            await self._accounts.mark_sent(user_key)
+            return Receipt(str(result.get("id", "")), f"sent from {account.address}")
+
+    async def revoke(self, refresh_token: str) -> bool:
+        """Revoke a refresh token at Google (best effort); return whether Google confirmed."""
+        try:
+            status = await self._run(self._revoke_sync, refresh_token)
+        except Exception as exc:
+            log.warning("revoking a token at Google failed: %s", type(exc).__name__)
+            return False
+        return status == 200
+
+    def forget(self, user_key: str) -> None:
+        """Drop the cached access token of ``user_key``."""
+        self._tokens.pop(user_key, None)
+
+    async def close(self) -> None:
+        """Stop the thread pool (waiting for calls under way) and close connections."""
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, True)
+        self._http.clear()
+
+    async def _access_token(self, account: Account) -> str:
+        cached = self._tokens.get(account.user_key)
+        # Refresh a minute early: a token that expires in flight gets a needless 401.
+        if cached and cached.expires_at - 60 > time.time():
+            return cached.value
+        lock = self._refreshing.setdefault(account.user_key, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(account.user_key)
+            if cached and cached.expires_at - 60 > time.time():
+                return cached.value
+            for attempt in range(1, self.max_connect_retries + 2):
+                try:
+                    token = await self._run(self._refresh_sync, account.refresh_token)
+                    break
+                except AccountLost:
+                    self._tokens.pop(account.user_key, None)
+                    await self._accounts.delete(account.user_key)
+                    log.warning("a refresh token was refused (invalid_grant); link removed")
+                    raise SendRefused(
+                        f"Google no longer accepts the link to {account.address} (it was revoked, "
+                        "expired, or the password changed), so nothing was sent. Send /connect "
+                        f"to link it again. {TESTING_MODE_NOTE}"
+                    ) from None
+                except google.auth.exceptions.TransportError:
+                    if attempt > self.max_connect_retries:
+                        raise SendRefused(
+                            "Google's sign-in service could not be reached, so nothing was sent. "
+                            "Try again later."
+                        ) from None
+                    await asyncio.sleep(self._backoff(attempt))
+            self._tokens[account.user_key] = token
+            return token.value
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(self.backoff_base * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+
+    # The functions below run in the thread pool.
+
+    def _send_sync(self, token: str, body: dict[str, str]) -> dict[str, Any]:
+        http = NoRetryHttp(self._http, self._timeout)
+        service = build(
+            "gmail",
+            "v1",
+            http=http,
+            static_discovery=True,
+            cache_discovery=False,
+            client_options={"api_endpoint": self._client.api_endpoint},
+        )
+        request = service.users().messages().send(userId="me", body=body)
+        request.headers["authorization"] = f"Bearer {token}"
+        result: dict[str, Any] = request.execute(num_retries=0)
+        return result
+
+    def _refresh_sync(self, refresh_token: str) -> _Token:
+        creds = Credentials(  # type: ignore[no-untyped-call]
+            token=None,
+            refresh_token=refresh_token,
+            token_uri=self._client.token_uri,
+            client_id=self._client.client_id,
+            client_secret=self._client.client_secret,
+            scopes=list(SCOPES),
+        )
+        try:
+            request = google.auth.transport.urllib3.Request(self._http)  # type: ignore[no-untyped-call]
+            creds.refresh(request)  # type: ignore[no-untyped-call]
+        except google.auth.exceptions.RefreshError as exc:
+            if "invalid_grant" in str(exc):
+                raise AccountLost from None
+            raise google.auth.exceptions.TransportError(  # type: ignore[no-untyped-call]
+                type(exc).__name__
+            ) from None
+        # google-auth keeps expiry as a naive UTC datetime.
+        expiry = (
+            creds.expiry.replace(tzinfo=UTC).timestamp() if creds.expiry else time.time() + 3000
+        )
+        return _Token(str(creds.token), expiry)
+
+    def _revoke_sync(self, token: str) -> int:
+        r = self._http.request(
+            "POST",
+            self._client.revoke_uri,
+            fields={"token": token},
+            encode_multipart=False,
+            retries=False,
+            timeout=self._timeout,
+        )
+        return int(r.status)
+
+
+def _error_details(exc: HttpError) -> tuple[int, set[str], str]:
+    status = int(exc.resp.status)
+    reasons: set[str] = set()
+    message = ""
+    try:
+        error = json.loads(exc.content.decode("utf-8"))["error"]
+        message = str(error.get("message", ""))
+        reasons = {str(e.get("reason")) for e in error.get("errors", []) if isinstance(e, dict)}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return status, reasons, message
+
+
+def _retry_after(exc: HttpError) -> float:
+    try:
+        return min(float(exc.resp.get("retry-after", 0)), 300.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _refusal(status: int, reasons: set[str], message: str) -> SendRefused | SendUnknown:
+    if status >= 500:
+        return SendUnknown(f"Gmail answered with an internal error ({status})")
+    if reasons & DAILY_LIMIT_REASONS:
+        return SendRefused(
+            "Your Gmail account has reached its daily sending limit; nothing was sent. "
+            "Try again tomorrow."
+        )
+    if status == 401:
+        return SendRefused(
+            "Google did not accept this bot's access to your Gmail; nothing was sent. "
+            "Send /connect to link it again."
+        )
+    if status == 403:
+        return SendRefused(
+            "Google says this bot may not send mail for you; nothing was sent. Send /connect "
+            "and tick 'Send email on your behalf' on Google's consent screen."
+        )
+    shown = f": {message}" if message else ""
+    return SendRefused(f"Gmail refused the message{shown}.")

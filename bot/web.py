@@ -1,0 +1,154 @@
+"""The web server: the connect page, the OAuth callback, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from bot import __version__
+from bot.oauth import Linked, LoginFailed, OAuth
+from bot.pages import page
+from bot.wording import prefix
+
+log = logging.getLogger(__name__)
+
+OnLinked = Callable[[Linked], Awaitable[None]]
+OnFailed = Callable[[LoginFailed], Awaitable[None]]
+Metrics = Callable[[], Awaitable[str]]
+OAUTH = web.AppKey("oauth", OAuth)
+
+
+class WebServer:
+    """One aiohttp application, embedded in the bot's event loop."""
+
+    def __init__(
+        self,
+        listen: str,
+        oauth: OAuth | None,
+        on_linked: OnLinked,
+        on_failed: OnFailed,
+        metrics: Metrics,
+    ) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self._oauth = oauth
+        self._on_linked = on_linked
+        self._on_failed = on_failed
+        self._metrics = metrics
+        self.app = web.Application(middlewares=[self._headers], client_max_size=1024**2)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/metrics", self._metrics_page)
+        if oauth is not None:
+            self.app[OAUTH] = oauth
+            self.app.router.add_get("/connect/{state}", self._connect_page)
+            self.app.router.add_post("/connect/{state}", self._to_google)
+            self.app.router.add_get("/oauth/callback", self._callback)
+        self._runner: web.AppRunner | None = None
+
+    def add_post(
+        self, path: str, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> None:
+        """Add a POST route (before ``start``), e.g. the Telegram webhook."""
+        self.app.router.add_post(path, handler)
+
+    async def start(self) -> None:
+        """Listen on the configured address."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        log.info("web server listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening and finish requests under way."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _headers(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "text/html":
+                # aiohttp's own 404/405 pages would echo nothing, but keep ours uniform.
+                response = _html(exc.status, page(exc.reason, "There is nothing here."))
+            else:
+                response = exc
+        form_to = ""
+        if self._oauth is not None:
+            parts = urlsplit(self._oauth.client.auth_uri)
+            form_to = f" {parts.scheme}://{parts.netloc}"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+            f"frame-ancestors 'none'; form-action 'self'{form_to}"
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=await self._metrics(), content_type="text/plain", charset="utf-8")
+
+    async def _connect_page(self, request: web.Request) -> web.Response:
+        # Only shows: chat services fetch links to draw previews, so opening changes nothing.
+        oauth = request.app[OAUTH]
+        try:
+            login = await oauth.check_link(request.match_info["state"])
+        except LoginFailed as exc:
+            return _html(exc.status, page(exc.title, exc.page))
+        network, _, user_id = login.user_key.partition(":")
+        who = f"{network.capitalize()} user {login.display_name} ({user_id})"
+        return _html(
+            200,
+            page(
+                "Connect your Gmail",
+                f"You are connecting Gmail to {who}.",
+                "Google will ask you to allow this bot to send email on your behalf. It cannot "
+                "read your mail. You can disconnect at any time with "
+                f"{prefix(network)}disconnect.",
+                "If you did not ask for this link, close this page.",
+                form_action=f"/connect/{login.state}",
+                button="Continue to Google",
+            ),
+        )
+
+    async def _to_google(self, request: web.Request) -> web.Response:
+        oauth = request.app[OAUTH]
+        try:
+            login = await oauth.check_link(request.match_info["state"])
+        except LoginFailed as exc:
+            return _html(exc.status, page(exc.title, exc.page))
+        raise web.HTTPSeeOther(oauth.authorization_url(login))
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        oauth = request.app[OAUTH]
+        try:
+            linked = await oauth.finish(request.query)
+        except LoginFailed as exc:
+            if exc.login is not None and exc.chat:
+                await self._on_failed(exc)
+            return _html(exc.status, page(exc.title, exc.page))
+        await self._on_linked(linked)
+        return _html(
+            200,
+            page(
+                f"Connected as {linked.address}",
+                f"Mail you send with /mail now goes out from {linked.address}.",
+                "You can close this page and go back to the chat.",
+            ),
+        )
+
+
+def _html(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
