@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
 import aiosqlite
@@ -50,6 +51,7 @@ class Core:
         self.accounts = Accounts(db, box)
         self.outbox = Outbox(db, box, backend, self._tell_outcome)
         self._networks: dict[str, Attached] = {}
+        self._pruned = 0.0
 
     def attach(self, adapter: ChatAdapter, bot_username: str | None = None) -> None:
         """Let the core answer on ``adapter``'s network."""
@@ -60,7 +62,11 @@ class Core:
         return self._networks.get(platform)
 
     async def handle(self, message: Message) -> None:
-        """Answer one incoming message; never raises for the message's sake."""
+        """Answer one incoming message once; never raises for the message's sake."""
+        key = f"{message.platform}:{message.event_key}"
+        async with self.db.execute("SELECT 1 FROM seen_events WHERE event_key = ?", (key,)) as c:
+            if await c.fetchone() is not None:
+                return  # the network delivered it again (e.g. after a restart)
         try:
             reply = await self._answer(message)
         except BotError as exc:
@@ -71,6 +77,18 @@ class Core:
         if reply is not None:
             reply = replace(reply, reply_to=reply.reply_to or message.event_key)
             await self.say(message.platform, message.room, reply)
+        await self._seen(key)
+
+    async def _seen(self, key: str) -> None:
+        # Marked after handling: a crash in between answers twice, never loses a command
+        # (and /mail is kept unique by the outbox itself).
+        now = time.time()
+        await self.db.execute(
+            "INSERT OR IGNORE INTO seen_events (event_key, seen_at) VALUES (?, ?)", (key, now)
+        )
+        if now - self._pruned > 3600:  # networks redeliver for a day at most (Telegram: 24 h)
+            self._pruned = now
+            await self.db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - 172_800,))
 
     async def say(self, platform: str, room: str, reply: Reply) -> None:
         """Send ``reply`` to ``room`` on ``platform``, in that network's command spelling."""

@@ -50,4 +50,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 3: where each user's direct chat with the bot is, so links never go to a group.
     ("CREATE TABLE direct_rooms (user_key TEXT PRIMARY KEY, room TEXT NOT NULL)",),
+    # 4: chat events already handled, so a redelivered update or event is not handled twice.
+    (
+        "CREATE TABLE seen_events (event_key TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+        "CREATE INDEX seen_events_at ON seen_events (seen_at)",
+    ),
 )

@@ -1,0 +1,57 @@
+"""Outgoing rate limits for a chat network: overall, per chat and per group; waits, never drops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+
+class SendLimiter:
+    """Space out sends: ``overall`` per second in all, one per ``per_chat`` seconds to a chat,
+    ``per_group`` per minute to a group. ``acquire`` waits until a send is allowed."""
+
+    def __init__(self, overall: float = 30.0, per_chat: float = 1.0, per_group: int = 20) -> None:
+        self._overall_gap = 1.0 / overall
+        self._per_chat = per_chat
+        self._per_group = per_group
+        self._next_overall = 0.0
+        self._next_in_chat: dict[str, float] = {}
+        self._group_sends: dict[str, deque[float]] = {}
+        self._chat_locks: dict[str, asyncio.Lock] = {}
+        self._overall_lock = asyncio.Lock()
+
+    def chat_lock(self, chat: str) -> asyncio.Lock:
+        """Return the lock that keeps one chat's messages in order."""
+        return self._chat_locks.setdefault(chat, asyncio.Lock())
+
+    async def acquire(self, chat: str, is_group: bool) -> None:
+        """Wait until one more message may go to ``chat`` (call with its chat lock held)."""
+        await _sleep_until(self._next_in_chat.get(chat, 0.0))
+        if is_group:
+            window = self._group_sends.setdefault(chat, deque())
+            while len(window) >= self._per_group:
+                now = time.monotonic()
+                while window and window[0] <= now - 60.0:
+                    window.popleft()
+                if len(window) >= self._per_group:
+                    await _sleep_until(window[0] + 60.0)
+        async with self._overall_lock:
+            await _sleep_until(self._next_overall)
+            self._next_overall = time.monotonic() + self._overall_gap
+        now = time.monotonic()
+        self._next_in_chat[chat] = now + self._per_chat
+        if is_group:
+            self._group_sends[chat].append(now)
+
+    def back_off(self, chat: str, seconds: float) -> None:
+        """The network said "too many requests": send nothing to ``chat`` for ``seconds``."""
+        self._next_in_chat[chat] = max(
+            self._next_in_chat.get(chat, 0.0), time.monotonic() + seconds
+        )
+
+
+async def _sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)

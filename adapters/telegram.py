@@ -1,0 +1,305 @@
+"""Telegram through python-telegram-bot's Bot, run inside our own event loop.
+
+Updates come by long polling (our own loop, so the offset is confirmed only after each update was
+handled and recorded) or by webhook on the bot's web server. Replies go out in HTML parse mode,
+escaped, split at Telegram's 4096-character limit, and spaced to Telegram's rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import logging
+from typing import Any
+
+from aiohttp import web
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    ReplyParameters,
+    Update,
+)
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.request import HTTPXRequest
+
+from adapters.ratelimit import SendLimiter
+from bot.chat import Handler, Message, Reply
+from bot.config import TelegramConfig
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 4096  # characters (UTF-16 code units) per message
+POLL_TIMEOUT = 25  # seconds a getUpdates long poll may wait
+WEBHOOK_PATH = "/telegram/webhook"
+COMMANDS = [
+    BotCommand("mail", "send a mail: /mail <to> <subject> | <body>"),
+    BotCommand("connect", "link your Gmail"),
+    BotCommand("status", "which Gmail is linked"),
+    BotCommand("disconnect", "unlink your Gmail"),
+    BotCommand("retry", "send a mail again: /retry <number>"),
+    BotCommand("help", "what I can do"),
+]
+
+
+class TelegramAdapter:
+    """The bot on Telegram, in private chats and groups."""
+
+    platform = "telegram"
+
+    def __init__(self, config: TelegramConfig, public_url: str = "") -> None:
+        self._config = config
+        self._public_url = public_url.rstrip("/")
+        file_url = config.base_url.removesuffix("/bot") + "/file/bot"
+        self.bot = Bot(
+            config.token,
+            base_url=config.base_url,
+            base_file_url=file_url,
+            request=HTTPXRequest(connection_pool_size=64, read_timeout=20.0),
+            get_updates_request=HTTPXRequest(read_timeout=POLL_TIMEOUT + 10.0),
+        )
+        self._limiter = SendLimiter()
+        self._handler: Handler | None = None
+        self._ready = asyncio.Event()
+        self.username: str | None = None
+
+    async def start(self) -> str:
+        """Log in (getMe) and register the command menu; return the bot's username."""
+        await self.bot.initialize()
+        self.username = self.bot.username
+        await self._call(self.bot.set_my_commands, COMMANDS)
+        return self.username
+
+    async def run(self, handler: Handler) -> None:
+        """Receive updates until cancelled."""
+        self._handler = handler
+        if self.username is None:
+            await self.start()
+        try:
+            if self._config.mode == "webhook":
+                await self._call(
+                    self.bot.set_webhook,
+                    url=self._public_url + WEBHOOK_PATH,
+                    secret_token=self._config.webhook_secret,
+                    allowed_updates=["message", "callback_query"],
+                )
+                self._ready.set()
+                await asyncio.Event().wait()  # updates arrive through webhook()
+            else:
+                await self._call(self.bot.delete_webhook)
+                self._ready.set()
+                await self._poll()
+        finally:
+            self._ready.clear()
+            await self.bot.shutdown()
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """The webhook route: check the secret header, then handle the update before answering."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self._config.webhook_secret.encode()):
+            log.warning("refused a webhook request without the right secret token")
+            return web.Response(status=403, text="forbidden")
+        if not self._ready.is_set():
+            return web.Response(status=503, text="starting")  # Telegram delivers it again
+        try:
+            data = await request.json()
+            update = Update.de_json(data, self.bot)
+        except (ValueError, TypeError, KeyError):
+            return web.Response(status=400, text="bad update")
+        await self._dispatch(update)
+        return web.Response(text="ok")
+
+    def start_link(self, payload: str) -> str | None:
+        """Return the deep link that opens a private chat with the bot and sends /start."""
+        return f"https://t.me/{self.username}?start={payload}" if self.username else None
+
+    async def send(self, room: str, reply: Reply) -> None:
+        """Send ``reply`` to chat ``room``: escaped, split, rate-limited, retried on 429."""
+        chunks = _split(reply.text)
+        markup = _keyboard(reply)
+        reply_to = _message_id(reply.reply_to, room)
+        lock = self._limiter.chat_lock(room)
+        async with lock:
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                await self._send_one(
+                    room,
+                    html.escape(chunk, quote=False),
+                    markup if last else None,
+                    reply_to if i == 0 else None,
+                    reply.no_preview,
+                )
+
+    async def _send_one(
+        self,
+        room: str,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        reply_to: int | None,
+        no_preview: bool,
+    ) -> None:
+        is_group = room.startswith("-")
+        for attempt in range(1, 9):
+            await self._limiter.acquire(room, is_group)
+            try:
+                await self.bot.send_message(
+                    chat_id=int(room),
+                    text=text,
+                    parse_mode="HTML",
+                    reply_markup=markup,
+                    reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
+                    if reply_to
+                    else None,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True)
+                    if no_preview
+                    else None,
+                )
+                return
+            except RetryAfter as exc:
+                wait = _seconds(exc.retry_after)
+                log.info("Telegram asked to wait %.0f s before sending more", wait)
+                self._limiter.back_off(room, wait)
+            except BadRequest as exc:
+                if markup is not None:  # e.g. a button URL Telegram does not accept: text alone
+                    log.warning("Telegram refused a reply's buttons (%s); sending it without", exc)
+                    markup = None
+                    continue
+                log.warning("Telegram refused a message to a chat: %s", exc.message)
+                return
+            except Forbidden as exc:  # the user blocked the bot, or left the group
+                log.warning("Telegram refused a message to a chat: %s", exc.message)
+                return
+            except NetworkError as exc:
+                if attempt >= 8:
+                    log.error("giving up on a reply after %d network errors: %s", attempt, exc)
+                    return
+                await asyncio.sleep(min(2.0**attempt, 60.0))
+
+    async def _poll(self) -> None:
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset,
+                    timeout=POLL_TIMEOUT,
+                    allowed_updates=["message", "callback_query"],
+                )
+                failures = 0
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except InvalidToken:
+                raise
+            except (NetworkError, Conflict) as exc:
+                # Conflict: another process polls with this token (or a webhook is set).
+                failures += 1
+                delay = min(2.0**failures, 30.0)
+                log.warning("getUpdates failed (%s); trying again in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if not updates:
+                continue
+            # Handle (and so record) the whole batch before the next call confirms it.
+            await asyncio.gather(*(self._dispatch(u) for u in updates))
+            offset = updates[-1].update_id + 1
+
+    async def _dispatch(self, update: Update) -> None:
+        message = self._to_message(update)
+        if message is None or self._handler is None:
+            return
+        try:
+            await self._handler(message)
+        except Exception:
+            log.exception("handling a Telegram update failed")
+
+    def _to_message(self, update: Update) -> Message | None:
+        msg = update.message
+        if msg is None or msg.from_user is None or msg.from_user.is_bot:
+            return None  # edits, channel posts, service messages and other bots are not for us
+        text = msg.text or msg.caption
+        if not text:
+            return None
+        user = msg.from_user
+        name = user.full_name + (f" (@{user.username})" if user.username else "")
+        return Message(
+            platform=self.platform,
+            user_id=str(user.id),
+            display_name=name,
+            room=str(msg.chat.id),
+            is_direct=msg.chat.type == "private",
+            text=text,
+            event_key=f"{msg.chat.id}:{msg.message_id}",
+        )
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, 6):
+            try:
+                return await method(*args, **kwargs)
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+            except (NetworkError, Conflict):
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(2.0**attempt)
+        return None
+
+
+def _seconds(value: object) -> float:
+    seconds = getattr(value, "total_seconds", None)
+    return float(seconds()) if callable(seconds) else float(value)  # type: ignore[arg-type]
+
+
+def _split(text: str) -> list[str]:
+    """Split text into pieces of at most MAX_TEXT UTF-16 units, at line breaks if possible."""
+    if not text:
+        return ["..."]
+    chunks: list[str] = []
+    while _units(text) > MAX_TEXT:
+        cut = _fit(text)
+        newline = text.rfind("\n", 0, cut)
+        if newline > cut // 2:
+            cut = newline + 1
+        chunks.append(text[:cut])
+        text = text[cut:]
+    chunks.append(text)
+    return chunks
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str) -> int:
+    """Return the longest prefix length of ``text`` within MAX_TEXT UTF-16 units."""
+    units = 0
+    for i, ch in enumerate(text):
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > MAX_TEXT:
+            return i
+    return len(text)
+
+
+def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    if not reply.buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(b.label, url=b.url)
+                if b.url
+                else InlineKeyboardButton(b.label, callback_data=b.data or b.label)
+            ]
+            for b in reply.buttons
+        ]
+    )
+
+
+def _message_id(event_key: str | None, room: str) -> int | None:
+    if not event_key:
+        return None
+    chat, _, message_id = event_key.rpartition(":")
+    return int(message_id) if chat == room and message_id.isdigit() else None
