@@ -29,6 +29,7 @@ from telegram.request import HTTPXRequest
 from adapters.ratelimit import SendLimiter
 from bot.chat import Handler, Message, Reply
 from bot.config import TelegramConfig
+from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +68,35 @@ class TelegramAdapter:
         self.username: str | None = None
 
     async def start(self) -> str:
-        """Log in (getMe) and register the command menu; return the bot's username."""
-        await self.bot.initialize()
+        """Log in (getMe, retried while Telegram is unreachable) and register the command menu."""
+        try:
+            await self._call(self.bot.initialize, forever=True)
+        except InvalidToken:
+            raise ConfigError(
+                "[telegram] token: Telegram rejected the bot token; copy it again from @BotFather"
+            ) from None
         self.username = self.bot.username
-        await self._call(self.bot.set_my_commands, COMMANDS)
+        await self._call(self.bot.set_my_commands, COMMANDS, forever=True)
         return self.username
 
     async def run(self, handler: Handler) -> None:
         """Receive updates until cancelled."""
         self._handler = handler
-        if self.username is None:
-            await self.start()
         try:
+            if self.username is None:
+                await self.start()
             if self._config.mode == "webhook":
                 await self._call(
                     self.bot.set_webhook,
                     url=self._public_url + WEBHOOK_PATH,
                     secret_token=self._config.webhook_secret,
                     allowed_updates=["message", "callback_query"],
+                    forever=True,
                 )
                 self._ready.set()
                 await asyncio.Event().wait()  # updates arrive through webhook()
             else:
-                await self._call(self.bot.delete_webhook)
+                await self._call(self.bot.delete_webhook, forever=True)
                 self._ready.set()
                 await self._poll()
         finally:
@@ -235,17 +242,22 @@ class TelegramAdapter:
             event_key=f"{msg.chat.id}:{msg.message_id}",
         )
 
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        for attempt in range(1, 6):
+    async def _call(self, method: Any, *args: Any, forever: bool = False, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await method(*args, **kwargs)
             except RetryAfter as exc:
                 await asyncio.sleep(_seconds(exc.retry_after))
-            except (NetworkError, Conflict):
-                if attempt == 5:
+            except InvalidToken:
+                raise
+            except (NetworkError, Conflict) as exc:
+                if attempt >= 5 and not forever:
                     raise
-                await asyncio.sleep(2.0**attempt)
-        return None
+                delay = min(2.0**attempt, 30.0)
+                log.warning("Telegram call failed (%s); trying again in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
 
 
 def _seconds(value: object) -> float:

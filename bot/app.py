@@ -48,20 +48,26 @@ def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core
     return Core(config, db, box, gmail, oauth)
 
 
-def chat_adapters(config: Config, console: bool) -> list[ChatAdapter]:
-    """Return the chat adapters to run."""
-    adapters: list[ChatAdapter] = []
+def chat_adapters(config: Config, console: bool, web: WebServer | None) -> list[ChatAdapter]:
+    """Return the chat adapters to run: the console alone, or the configured networks."""
     if console:
         from adapters.console import ConsoleAdapter
 
-        adapters.append(ConsoleAdapter())
+        return [ConsoleAdapter()]
+    adapters: list[ChatAdapter] = []
+    if config.telegram is not None:
+        from adapters.telegram import WEBHOOK_PATH, TelegramAdapter
+
+        telegram = TelegramAdapter(config.telegram, config.web.public_url)
+        if config.telegram.mode == "webhook" and web is not None:
+            web.add_post(WEBHOOK_PATH, telegram.webhook)
+        adapters.append(telegram)
     return adapters
 
 
 async def run(config: Config, *, console: bool) -> int:
     """Run mailbridge until its input ends (console) or it is told to stop; return exit code."""
-    adapters = chat_adapters(config, console)
-    if not adapters:
+    if not console and config.telegram is None and config.matrix is None:
         raise ConfigError(
             "[telegram] / [matrix]: no chat network is configured; add one of the sections, "
             "or pass --console"
@@ -72,12 +78,14 @@ async def run(config: Config, *, console: bool) -> int:
     try:
         core = build_core(config, db, SecretBox(load_key(key_file(config))))
         backend = core.backend
-        for adapter in adapters:
-            core.attach(adapter)
         if config.path is not None:  # trial mode needs no web server
             web = WebServer(
                 config.web.listen, core.oauth, core.linked, core.login_failed, core.metrics
             )
+        adapters = chat_adapters(config, console, web)
+        for adapter in adapters:
+            core.attach(adapter)
+        if web is not None:
             try:
                 await web.start()
             except OSError as exc:

@@ -83,8 +83,7 @@ async def connect(core: Core, message: Message, args: str) -> Reply | None:
         return Reply(TRIAL_CONNECT)
     room = message.room if message.is_direct else await _direct_room(core, message)
     if room is None:
-        network = core.network(message.platform)
-        link = getattr(network.adapter, "start_link", None) if network else None
+        link = getattr(core.network(message.platform), "start_link", None)
         url = link("connect") if link else None
         if url:
             return Reply(
@@ -111,8 +110,7 @@ async def _direct_room(core: Core, message: Message) -> str | None:
     known = await core.accounts.direct_room(message.user_key)
     if known is not None:
         return known
-    network = core.network(message.platform)
-    open_direct = getattr(network.adapter, "open_direct", None) if network else None
+    open_direct = getattr(core.network(message.platform), "open_direct", None)
     if open_direct is None:
         return None
     room: str | None = await open_direct(message.user_id)

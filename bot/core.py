@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import aiosqlite
 
@@ -22,14 +22,6 @@ from bot.vault import SecretBox
 from bot.wording import APOLOGY, localise, outcome_text, prefix
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Attached:
-    """A chat network the core can answer on."""
-
-    adapter: ChatAdapter
-    bot_username: str | None  # Telegram: commands may be addressed "/mail@bot_username"
 
 
 class Core:
@@ -50,15 +42,15 @@ class Core:
         self.oauth = oauth
         self.accounts = Accounts(db, box)
         self.outbox = Outbox(db, box, backend, self._tell_outcome)
-        self._networks: dict[str, Attached] = {}
+        self._networks: dict[str, ChatAdapter] = {}
         self._pruned = 0.0
 
-    def attach(self, adapter: ChatAdapter, bot_username: str | None = None) -> None:
+    def attach(self, adapter: ChatAdapter) -> None:
         """Let the core answer on ``adapter``'s network."""
-        self._networks[adapter.platform] = Attached(adapter, bot_username)
+        self._networks[adapter.platform] = adapter
 
-    def network(self, platform: str) -> Attached | None:
-        """Return the attached network for ``platform``."""
+    def network(self, platform: str) -> ChatAdapter | None:
+        """Return the adapter attached for ``platform``."""
         return self._networks.get(platform)
 
     async def handle(self, message: Message) -> None:
@@ -92,11 +84,11 @@ class Core:
 
     async def say(self, platform: str, room: str, reply: Reply) -> None:
         """Send ``reply`` to ``room`` on ``platform``, in that network's command spelling."""
-        network = self._networks.get(platform)
-        if network is None:
+        adapter = self._networks.get(platform)
+        if adapter is None:
             log.error("no %s adapter attached; a reply was not delivered", platform)
             return
-        await network.adapter.send(room, replace(reply, text=localise(reply.text, platform)))
+        await adapter.send(room, replace(reply, text=localise(reply.text, platform)))
 
     async def linked(self, linked: Linked) -> None:
         """Tell the user in chat that the consent flow connected their account."""
@@ -134,8 +126,9 @@ class Core:
         return "\n".join(lines) + "\n"
 
     async def _answer(self, message: Message) -> Reply | None:
-        network = self._networks.get(message.platform)
-        command = parse_command(message.text, network.bot_username if network else None)
+        # Telegram: commands in groups may be addressed "/mail@bot_username".
+        username = getattr(self._networks.get(message.platform), "username", None)
+        command = parse_command(message.text, username)
         if command is None:
             if not message.is_direct:
                 return None  # chatter in a group is not for us
