@@ -62,6 +62,12 @@ def chat_adapters(config: Config, console: bool, web: WebServer | None) -> list[
         if config.telegram.mode == "webhook" and web is not None:
             web.add_post(WEBHOOK_PATH, telegram.webhook)
         adapters.append(telegram)
+    if config.matrix is not None:
+        from adapters.matrix import MatrixAdapter
+        from bot.policy import is_allowed
+
+        patterns = config.bot.allowed_users
+        adapters.append(MatrixAdapter(config.matrix, lambda key: is_allowed(key, patterns)))
     return adapters
 
 

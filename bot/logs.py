@@ -22,6 +22,10 @@ QUIET = (
 )
 
 
+# These log message contents or API URLs (Telegram's carry the bot token) at DEBUG: keep at INFO.
+NO_DEBUG = ("telegram", "nio", "aiohttp.client", "googleapiclient")
+
+
 def setup(level: str) -> None:
     """Send log records of ``level`` and above to stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -31,3 +35,5 @@ def setup(level: str) -> None:
     root.setLevel(level.upper())
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in NO_DEBUG:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
