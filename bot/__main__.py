@@ -65,7 +65,9 @@ def _config_path(given: Path | None, *, required: bool) -> Path | None:
 
 def _run(path: Path | None, *, console: bool) -> int:
     if path is None:
-        cfg = config.from_dict({"bot": {"database": ":memory:"}}, base=Path.cwd(), env=os.environ)
+        # Trial mode writes each mail at once: no preview, no undo window, nothing kept.
+        trial = {"bot": {"database": ":memory:"}, "mail": {"confirm": "never", "undo_seconds": 0}}
+        cfg = config.from_dict(trial, base=Path.cwd(), env=os.environ)
         logs.setup(os.environ.get("MAILBRIDGE_LOG_LEVEL", "warning"))
         print(TRIAL_NOTE, file=sys.stderr, flush=True)
         console = True

@@ -18,7 +18,7 @@ class Message:
     is_direct: bool  # a direct chat between the user and the bot
     text: str
     event_key: str  # stable per platform: Telegram "chat_id:message_id", Matrix event id
-    attachment: str | None = None
+    attachment: str | None = None  # a file the command replies to; fetched by the adapter
 
     @property
     def user_key(self) -> str:
@@ -43,6 +43,15 @@ class Reply:
     buttons: tuple[Button, ...] = field(default=())
     reply_to: str | None = None  # event key of the message answered
     no_preview: bool = False  # ask the platform not to fetch link previews
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file from chat, downloaded, to attach to a mail."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
 Handler = Callable[[Message], Awaitable[None]]

@@ -10,7 +10,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from bot.addresses import EmailAddress
+from bot.chat import Attachment
 from bot.grammar import MailRequest
+from bot.richtext import markdown_html
 
 TRIAL_SENDER = EmailAddress("trial", "mailbridge.invalid")
 
@@ -20,8 +22,12 @@ def compose(
     sender: EmailAddress,
     sender_name: str = "",
     now: datetime | None = None,
+    *,
+    markdown: bool = False,
+    attachments: tuple[Attachment, ...] = (),
 ) -> EmailMessage:
-    """Return the message for ``request`` sent by ``sender``."""
+    """Return the message for ``request`` sent by ``sender``; with ``markdown``, a
+    multipart/alternative with the text as typed and HTML rendered from it."""
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = _address(sender, sender_name)
     if request.to:
@@ -37,7 +43,22 @@ def compose(
     # An explicit domain: make_msgid() would otherwise ask DNS for this host's name.
     msg["Message-ID"] = make_msgid(domain=sender.domain)
     msg.set_content(request.body + "\n", charset="utf-8")
+    if markdown and request.body:
+        msg.add_alternative(markdown_html(request.body), subtype="html", charset="utf-8")
+    for item in attachments:
+        maintype, _, subtype = item.content_type.partition("/")
+        if not maintype or not subtype or any(c in item.content_type for c in "\r\n;"):
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(
+            item.data, maintype=maintype, subtype=subtype, filename=_filename(item.filename)
+        )
     return msg
+
+
+def _filename(name: str) -> str:
+    # A file name from chat goes into a header parameter: keep it printable and short.
+    clean = "".join(ch for ch in name if ch.isprintable() and ch not in '\\/"').strip()
+    return clean[:150] or "attachment"
 
 
 def _address(address: EmailAddress, name: str = "") -> Address:

@@ -45,6 +45,10 @@ class MailConfig:
 
     backend: str = ""  # "gmail" | "outbox"; empty: gmail when [google] is set, else outbox
     outbox_dir: Path = Path("outbox")
+    confirm: str = "new_recipients"  # "always" | "new_recipients" | "never": show a preview first
+    undo_seconds: int = 10  # how long a confirmed mail waits for /undo; 0: no undo window
+    markdown: bool = False  # also send an HTML part rendered from the body as markdown
+    group_confirmation: str = "full"  # "full" | "minimal": what a group room hears of a mail
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,10 @@ def _validate(c: Config) -> None:
         raise ConfigError(f"[web] listen: expected host:port, got {c.web.listen!r}")
     _url("[web] public_url", c.web.public_url)
     _choice("[mail] backend", c.mail_backend, ("gmail", "outbox"))
+    _choice("[mail] confirm", c.mail.confirm, ("always", "new_recipients", "never"))
+    _choice("[mail] group_confirmation", c.mail.group_confirmation, ("full", "minimal"))
+    if c.mail.undo_seconds > 3600:
+        raise ConfigError("[mail] undo_seconds: at most 3600 (an hour)")
     if c.mail_backend == "gmail" and c.google is None:
         raise ConfigError("[mail] backend: gmail needs a [google] section")
     if c.google is not None:

@@ -10,6 +10,7 @@ import aiosqlite
 
 from bot import commands
 from bot.accounts import Accounts
+from bot.aliases import Aliases
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter, Message, Reply
 from bot.config import Config
@@ -19,7 +20,7 @@ from bot.oauth import Linked, LoginFailed, OAuth
 from bot.outbox import Outbox, OutboxRow, Outcome
 from bot.policy import check_allowed
 from bot.vault import SecretBox
-from bot.wording import APOLOGY, localise, outcome_text, prefix
+from bot.wording import APOLOGY, localise, minimal_text, outcome_text, prefix
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Core:
         self.backend = backend
         self.oauth = oauth
         self.accounts = Accounts(db, box)
+        self.aliases = Aliases(db)
         self.outbox = Outbox(db, box, backend, self._tell_outcome)
         self._networks: dict[str, ChatAdapter] = {}
         self._pruned = 0.0
@@ -151,4 +153,12 @@ class Core:
     async def _tell_outcome(self, row: OutboxRow, outcome: Outcome) -> None:
         platform = row.user_key.partition(":")[0]
         text = outcome_text(row, outcome, platform)
-        await self.say(platform, row.room, Reply(text, reply_to=row.event_key.partition(":")[2]))
+        reply_to = row.event_key.partition(":")[2]
+        if row.is_direct or self.config.mail.group_confirmation == "full":
+            await self.say(platform, row.room, Reply(text, reply_to=reply_to))
+            return
+        # Minimal: the group hears who sent a mail; the details go to the author's direct chat.
+        await self.say(platform, row.room, Reply(minimal_text(row, outcome), reply_to=reply_to))
+        direct = await self.accounts.direct_room(row.user_key)
+        if direct is not None and outcome.state != "sent":
+            await self.say(platform, direct, Reply(text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.addresses import MAX_RECIPIENTS, EmailAddress, parse_address
@@ -56,8 +57,11 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
     return Command(name.lower(), text[match.end() :].strip())
 
 
-def parse_mail(args: str) -> MailRequest:
-    """Parse the text after ``/mail``; raise UsageError or AddressError with advice."""
+def parse_mail(args: str, aliases: Mapping[str, str] | None = None) -> MailRequest:
+    """Parse the text after ``/mail``; raise UsageError or AddressError with advice.
+
+    ``aliases`` maps the user's short names (lower case) to addresses; a name works anywhere an
+    address does."""
     parts = args.split(None, 1)
     if not parts:
         raise UsageError(f"Whom should I mail?\n{MAIL_USAGE}")
@@ -80,12 +84,12 @@ def parse_mail(args: str) -> MailRequest:
         raise UsageError("The subject contains control characters; please retype it.")
     if "\0" in body:
         raise UsageError("The body contains a NUL character; please retype it.")
-    to, cc, bcc = _recipients(token)
+    to, cc, bcc = _recipients(token, aliases or {})
     return MailRequest(to, cc, bcc, subject, body)
 
 
 def _recipients(
-    token: str,
+    token: str, aliases: Mapping[str, str]
 ) -> tuple[tuple[EmailAddress, ...], tuple[EmailAddress, ...], tuple[EmailAddress, ...]]:
     lists: dict[str, list[EmailAddress]] = {"to": [], "cc": [], "bcc": []}
     seen: set[str] = set()
@@ -102,6 +106,12 @@ def _recipients(
             item = rest
         else:
             kind = "to"
+        if "@" not in item and item.lower() in aliases:
+            item = aliases[item.lower()]
+        elif "@" not in item and aliases:
+            raise AddressError(
+                f'"{item[:40]}" is neither an address nor one of your aliases (/alias list).'
+            )
         address = parse_address(item)
         key = str(address).lower()
         if key not in seen:

@@ -55,4 +55,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE seen_events (event_key TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
         "CREATE INDEX seen_events_at ON seen_events (seen_at)",
     ),
+    # 5: previews (held), the undo window (due_at), cancelled mail; aliases; known recipients.
+    (
+        """CREATE TABLE outbox_new (
+            id          INTEGER PRIMARY KEY,
+            event_key   TEXT    NOT NULL UNIQUE,
+            user_key    TEXT    NOT NULL,
+            room        TEXT    NOT NULL,
+            is_direct   INTEGER NOT NULL,
+            recipients  TEXT    NOT NULL,
+            subject     TEXT    NOT NULL,
+            raw         BLOB,
+            state       TEXT    NOT NULL CHECK (state IN
+                ('held', 'queued', 'sending', 'sent', 'failed', 'unknown', 'cancelled')),
+            detail      TEXT,
+            created_at  REAL    NOT NULL,
+            updated_at  REAL    NOT NULL,
+            due_at      REAL    NOT NULL DEFAULT 0,   -- not sent before this time (undo window)
+            author      TEXT    NOT NULL DEFAULT ''   -- display name, for minimal confirmations
+        )""",
+        """INSERT INTO outbox_new (id, event_key, user_key, room, is_direct, recipients, subject,
+            raw, state, detail, created_at, updated_at)
+           SELECT id, event_key, user_key, room, is_direct, recipients, subject, raw, state,
+            detail, created_at, updated_at FROM outbox""",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_new RENAME TO outbox",
+        "CREATE INDEX outbox_user_created ON outbox (user_key, created_at)",
+        "CREATE INDEX outbox_state ON outbox (state)",
+        """CREATE TABLE aliases (
+            user_key  TEXT NOT NULL,
+            name      TEXT NOT NULL,
+            address   TEXT NOT NULL,
+            PRIMARY KEY (user_key, name)
+        )""",
+        """CREATE TABLE known_recipients (
+            user_key  TEXT NOT NULL,
+            address   TEXT NOT NULL,
+            PRIMARY KEY (user_key, address)
+        )""",
+    ),
 )

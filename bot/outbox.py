@@ -1,7 +1,9 @@
 """The outbox: every accepted ``/mail`` is a row before any network call.
 
-States: ``queued -> sending -> sent``, or ``failed`` (certainly not sent), or ``unknown`` (it may
-have reached the provider). ``unknown`` is never sent again by itself; the user may ``/retry``.
+States: ``held`` (a preview waits for Send) -> ``queued`` (waits out the undo window, ``due_at``)
+-> ``sending`` -> ``sent``, or ``failed`` (certainly not sent), or ``unknown`` (it may have reached
+the provider), or ``cancelled`` (Cancel or Undo). ``unknown`` is never sent again by itself; the
+user may ``/retry``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from bot.vault import SecretBox
 
 log = logging.getLogger(__name__)
 
-QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
+HELD, QUEUED, SENDING, SENT = "held", "queued", "sending", "sent"
+FAILED, UNKNOWN, CANCELLED = "failed", "unknown", "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class OutboxRow:
     state: str
     detail: str | None
     created_at: float
+    due_at: float
+    author: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,8 @@ class Outcome:
 
 Notify = Callable[[OutboxRow, Outcome], Awaitable[None]]
 _COLUMNS = (
-    "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at"
+    "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at,"
+    " due_at, author"
 )
 
 
@@ -85,8 +91,13 @@ class Outbox:
         is_direct: bool,
         request: MailRequest,
         raw: bytes,
+        *,
+        held: bool = False,
+        due_at: float = 0.0,
+        author: str = "",
     ) -> int | None:
-        """Record a mail as queued; return its number, or None if this event was seen before."""
+        """Record a mail (queued, or held for a preview); return its number, or None if this
+        chat event was recorded before."""
         recipients = {
             "to": [str(a) for a in request.to],
             "cc": [str(a) for a in request.cc],
@@ -95,7 +106,8 @@ class Outbox:
         now = time.time()
         cur = await self._db.execute(
             "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
-            " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " state, created_at, updated_at, due_at, author)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_key) DO NOTHING",
             (
                 event_key,
@@ -105,9 +117,11 @@ class Outbox:
                 json.dumps(recipients),
                 request.subject,
                 self._box.seal(raw),
-                QUEUED,
+                HELD if held else QUEUED,
                 now,
                 now,
+                due_at,
+                author,
             ),
         )
         return cur.lastrowid if cur.rowcount == 1 else None
@@ -126,6 +140,51 @@ class Outbox:
         async with self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)) as c:
             row = await c.fetchone()
         return _row(row) if row else None
+
+    async def latest(self, user_key: str, state: str) -> OutboxRow | None:
+        """Return the user's newest row in ``state``."""
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? AND state = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (user_key, state),
+        ) as cur:
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
+    async def history(self, user_key: str, limit: int = 10) -> list[OutboxRow]:
+        """Return the user's newest rows, newest first."""
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? ORDER BY id DESC LIMIT ?",
+            (user_key, limit),
+        ) as cur:
+            return [_row(r) for r in await cur.fetchall()]
+
+    async def release(self, row_id: int, due_at: float) -> bool:
+        """Move a held row to queued (the user pressed Send); False if it is not held."""
+        cur = await self._db.execute(
+            "UPDATE outbox SET state = ?, due_at = ?, updated_at = ? WHERE id = ? AND state = ?",
+            (QUEUED, due_at, time.time(), row_id, HELD),
+        )
+        return cur.rowcount == 1
+
+    async def cancel(self, row_id: int) -> bool:
+        """Cancel a held or queued row (Cancel, Undo); False if it already left or ended."""
+        cur = await self._db.execute(
+            "UPDATE outbox SET state = ?, raw = NULL, updated_at = ? WHERE id = ?"
+            " AND state IN (?, ?)",
+            (CANCELLED, time.time(), row_id, HELD, QUEUED),
+        )
+        return cur.rowcount == 1
+
+    async def unknown_recipients(self, user_key: str, addresses: list[str]) -> list[str]:
+        """Return the addresses this user has never had a mail sent to."""
+        async with self._db.execute(
+            f"SELECT address FROM known_recipients WHERE user_key = ? AND address IN"
+            f" ({', '.join('?' * len(addresses))})",
+            (user_key, *(a.lower() for a in addresses)),
+        ) as cur:
+            known = {str(r[0]) for r in await cur.fetchall()}
+        return [a for a in addresses if a.lower() not in known]
 
     def submit(self, row_id: int) -> None:
         """Deliver a queued row in the background."""
@@ -164,6 +223,11 @@ class Outbox:
         return cur.rowcount == 1
 
     async def _deliver(self, row_id: int) -> None:
+        row = await self.get(row_id)
+        if row is None:
+            return
+        if row.due_at > time.time():  # the undo window; a cancel meanwhile ends it below
+            await asyncio.sleep(row.due_at - time.time())
         async with self._slots:
             # Claim the row: only a queued row moves to sending, so no row is sent twice.
             cur = await self._db.execute(
@@ -195,6 +259,10 @@ class Outbox:
             log.exception("outbox %d: unexpected error while sending", row.id)
             return Outcome(UNKNOWN)
         log.info("outbox %d sent", row.id)
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES (?, ?)",
+            [(row.user_key, a.lower()) for a in (*row.to, *row.cc, *row.bcc)],
+        )
         return Outcome(SENT, receipt=receipt)
 
     async def _set(self, row_id: int, state: str, detail: str | None) -> None:
@@ -231,4 +299,6 @@ def _row(r: Sequence[Any]) -> OutboxRow:
         state=str(r[7]),
         detail=None if r[8] is None else str(r[8]),
         created_at=float(r[9]),
+        due_at=float(r[10]),
+        author=str(r[11]),
     )

@@ -14,7 +14,9 @@ def prefix(platform: str) -> str:
     return "!" if platform == "matrix" else "/"
 
 
-_COMMANDS = re.compile(r"(?<![\w/])/(mail|help|connect|disconnect|status|retry|start)\b")
+_COMMANDS = re.compile(
+    r"(?<![\w/])/(mail|help|connect|disconnect|status|retry|start|send|cancel|undo|history|alias)\b"
+)
 
 
 def localise(text: str, platform: str) -> str:
@@ -59,3 +61,33 @@ def outcome_text(row: OutboxRow, outcome: Outcome, platform: str) -> str:
             f"{prefix(platform)}retry {row.id}."
         )
     return f"{what}: {outcome.state}"
+
+
+def preview_text(row: OutboxRow, sender: str, body: str, platform: str) -> str:
+    """Show a held mail before it is sent."""
+    lines = [
+        f"📝 Preview of mail #{row.id}: nothing is sent until you press Send "
+        "(or type /send) within 10 minutes.",
+        f"From: {sender}",
+    ]
+    if row.to:
+        lines.append(f"To: {', '.join(row.to)}")
+    if row.cc:
+        lines.append(f"Cc: {', '.join(row.cc)}")
+    if row.bcc:
+        lines.append(f"Bcc: {', '.join(row.bcc)}" if row.is_direct else f"Bcc: {len(row.bcc)}")
+    lines.append(f"Subject: {row.subject or '(no subject)'}")
+    start = body if len(body) <= 300 else body[:300].rstrip() + "…"
+    if start:
+        lines += ["", start]
+    return localise("\n".join(lines), platform)
+
+
+def minimal_text(row: OutboxRow, outcome: Outcome) -> str:
+    """What a group hears with group_confirmation = "minimal": who, not to whom or what."""
+    who = row.author or "Someone"
+    if outcome.state == SENT:
+        return f"✅ {who} sent a mail (#{row.id})."
+    if outcome.state == FAILED:
+        return f"❌ {who}'s mail #{row.id} was not sent; details in their direct chat."
+    return f"⚠️ {who}'s mail #{row.id} may or may not have been sent; details in their direct chat."

@@ -20,7 +20,12 @@ from tests.chatkit import ChatKit
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config_mod.Config:
     """Build a configuration rooted in ``tmp_path`` from TOML-like dicts."""
-    data: dict[str, Any] = {"bot": {"database": "bot.db"}, **sections}
+    # No preview and no undo window unless a test asks for them: most tests are about sending.
+    data: dict[str, Any] = {
+        "bot": {"database": "bot.db"},
+        "mail": {"confirm": "never", "undo_seconds": 0},
+        **sections,
+    }
     return config_mod.from_dict(data, base=tmp_path, env={})
 
 

@@ -1,0 +1,52 @@
+"""The per-user address book: short names for frequent recipients."""
+
+from __future__ import annotations
+
+import re
+
+import aiosqlite
+
+from bot.addresses import parse_address
+from bot.errors import BotError
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+MAX_ALIASES = 200
+
+
+class Aliases:
+    """The aliases table: (user, name) -> address."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def all(self, user_key: str) -> dict[str, str]:
+        """Return the user's aliases, name -> address."""
+        async with self._db.execute(
+            "SELECT name, address FROM aliases WHERE user_key = ? ORDER BY name", (user_key,)
+        ) as cur:
+            return {str(name): str(address) for name, address in await cur.fetchall()}
+
+    async def add(self, user_key: str, name: str, address: str) -> str:
+        """Add or change an alias; return the normalised name. Raises BotError with advice."""
+        name = name.lower()
+        if not _NAME.fullmatch(name):
+            raise BotError(
+                "An alias name is 1-32 letters, digits, dots, dashes or underscores, "
+                "e.g. /alias add bob bob@example.com."
+            )
+        checked = str(parse_address(address))
+        if len(await self.all(user_key)) >= MAX_ALIASES:
+            raise BotError(f"You have {MAX_ALIASES} aliases, the most allowed; delete one first.")
+        await self._db.execute(
+            "INSERT INTO aliases (user_key, name, address) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_key, name) DO UPDATE SET address = excluded.address",
+            (user_key, name, checked),
+        )
+        return name
+
+    async def delete(self, user_key: str, name: str) -> bool:
+        """Delete an alias; return whether it existed."""
+        cur = await self._db.execute(
+            "DELETE FROM aliases WHERE user_key = ? AND name = ?", (user_key, name.lower())
+        )
+        return cur.rowcount == 1

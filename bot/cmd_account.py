@@ -1,0 +1,96 @@
+"""Account commands: /connect (the login link, only ever in a direct chat), /status,
+/disconnect."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from bot.chat import Button, Message, Reply
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+TRIAL_CONNECT = (
+    "This mailbridge runs without Google (mail is written to its outbox folder, not sent), so "
+    "there is no account to connect. Its operator can set up Google as the README describes."
+)
+
+
+async def connect(core: Core, message: Message, args: str) -> Reply | None:
+    """Hand out a login link, only ever in the user's direct chat."""
+    if core.oauth is None:
+        return Reply(TRIAL_CONNECT)
+    room = message.room if message.is_direct else await _direct_room(core, message)
+    if room is None:
+        link = getattr(core.network(message.platform), "start_link", None)
+        url = link("connect") if link else None
+        if url:
+            return Reply(
+                "To connect your Gmail, open a private chat with me; your login link will be "
+                "waiting there.",
+                buttons=(Button("Connect Gmail", url=url),),
+            )
+        return Reply("Send /connect to me in a direct chat: login links are never posted here.")
+    existing = await core.accounts.get(message.user_key)
+    link = await core.oauth.new_link(message.user_key, message.display_name, room)
+    note = f" It replaces the link to {existing.address}." if existing else ""
+    text = (
+        f"Open this link within 10 minutes to connect your Gmail:\n{link}\n"
+        f"It works once, only for you: do not share it.{note}"
+    )
+    reply = Reply(text, buttons=(Button("Connect Gmail", url=link),), no_preview=True)
+    if room == message.room:
+        return reply
+    await core.say(message.platform, room, reply)
+    return Reply("I sent you a direct message with your login link.")
+
+
+async def _direct_room(core: Core, message: Message) -> str | None:
+    known = await core.accounts.direct_room(message.user_key)
+    if known is not None:
+        return known
+    open_direct = getattr(core.network(message.platform), "open_direct", None)
+    if open_direct is None:
+        return None
+    room: str | None = await open_direct(message.user_id)
+    if room is not None:
+        await core.accounts.remember_direct_room(message.user_key, room)
+    return room
+
+
+async def status(core: Core, message: Message, args: str) -> Reply:
+    """Say which Google account is linked, since when, and the last send."""
+    if core.oauth is None:
+        return Reply(TRIAL_CONNECT)
+    account = await core.accounts.get(message.user_key)
+    if account is None:
+        return Reply("No Gmail is connected. Send /connect in a direct chat with me to link one.")
+    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.connected_at))
+    last = (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.last_sent_at))
+        if account.last_sent_at
+        else "nothing yet"
+    )
+    return Reply(f"Connected as {account.address} since {since}. Last mail sent: {last}.")
+
+
+async def disconnect(core: Core, message: Message, args: str) -> Reply:
+    """Revoke the token at Google (best effort) and forget the link."""
+    if core.oauth is None:
+        return Reply(TRIAL_CONNECT)
+    account = await core.accounts.get(message.user_key)
+    if account is None:
+        return Reply("No Gmail is connected, so there is nothing to disconnect.")
+    revoke = getattr(core.backend, "revoke", None)
+    revoked = bool(revoke and await revoke(account.refresh_token))
+    await core.accounts.delete(message.user_key)
+    forget = getattr(core.backend, "forget", None)
+    if forget:
+        forget(message.user_key)
+    if revoked:
+        return Reply(f"Disconnected {account.address}; Google has revoked this bot's access.")
+    return Reply(
+        f"Disconnected {account.address} here, but Google could not confirm the revocation; "
+        "you can remove the bot's access at https://myaccount.google.com/permissions."
+    )

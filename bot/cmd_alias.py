@@ -1,0 +1,35 @@
+"""/alias: the user's address book."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.chat import Message, Reply
+from bot.errors import BotError
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+USAGE = "Usage: /alias add <name> <address>, /alias del <name>, /alias list"
+
+
+async def alias(core: Core, message: Message, args: str) -> Reply:
+    """Add, delete or list the user's aliases; each works anywhere an address does."""
+    words = args.split()
+    action = words[0].lower() if words else "list"
+    if action == "list" and len(words) <= 1:
+        aliases = await core.aliases.all(message.user_key)
+        if not aliases:
+            return Reply(f"You have no aliases yet. {USAGE}")
+        if not message.is_direct:
+            return Reply(f"You have {len(aliases)} aliases; ask me in a direct chat to see them.")
+        lines = ["Your aliases:"] + [f"{name} = {address}" for name, address in aliases.items()]
+        return Reply("\n".join(lines))
+    if action == "add" and len(words) == 3:
+        name = await core.aliases.add(message.user_key, words[1], words[2])
+        return Reply(f"Alias {name} = {words[2]}. Use it anywhere an address goes: /mail {name} …")
+    if action in ("del", "delete", "rm", "remove") and len(words) == 2:
+        if await core.aliases.delete(message.user_key, words[1]):
+            return Reply(f"Alias {words[1].lower()} deleted.")
+        raise BotError(f"You have no alias {words[1].lower()}.")
+    raise BotError(USAGE)

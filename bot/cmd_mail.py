@@ -1,0 +1,189 @@
+"""Mail commands: /mail with its preview and undo window, /send, /cancel, /undo, /retry,
+/history."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from bot.chat import Attachment, Button, Message, Reply
+from bot.compose import compose
+from bot.errors import BotError
+from bot.grammar import parse_mail
+from bot.outbox import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
+from bot.policy import check_send_budget
+from bot.wording import preview_text, recipients_shown, subject_shown
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit per message as sent
+PREVIEW_TTL = 600.0
+
+
+async def mail(core: Core, message: Message, args: str) -> Reply | None:
+    """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
+    request = parse_mail(args, await core.aliases.all(message.user_key))
+    limits = core.config.bot
+    sender = await core.backend.sender(message.user_key)
+    await check_send_budget(
+        core.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day
+    )
+    attachments = await _attachments(core, message)
+    name = message.display_name if core.backend.name == "outbox" else ""
+    raw = compose(
+        request, sender, name, markdown=core.config.mail.markdown, attachments=attachments
+    ).as_bytes()
+    if len(raw) > MAX_MESSAGE:
+        raise BotError(
+            f"This mail would be {len(raw) / 2**20:.1f} MB; Gmail takes at most 35 MB per "
+            "message (about 25 MB of attachments). Nothing was sent."
+        )
+    mode = core.config.mail.confirm
+    held = mode == "always" or (
+        mode == "new_recipients"
+        and bool(
+            await core.outbox.unknown_recipients(
+                message.user_key, [str(a) for a in request.recipients]
+            )
+        )
+    )
+    undo = core.config.mail.undo_seconds
+    row_id = await core.outbox.accept(
+        f"{message.platform}:{message.event_key}",
+        message.user_key,
+        message.room,
+        message.is_direct,
+        request,
+        raw,
+        held=held,
+        due_at=0.0 if held else time.time() + undo,
+        author=message.display_name,
+    )
+    if row_id is None:  # this chat event was recorded before (a redelivery)
+        return None
+    row = await core.outbox.get(row_id)
+    assert row is not None
+    if held:
+        return Reply(
+            preview_text(row, str(sender), request.body, message.platform),
+            buttons=(
+                Button("Send", data=f"/send {row_id}"),
+                Button("Cancel", data=f"/cancel {row_id}"),
+            ),
+        )
+    core.outbox.submit(row_id)
+    return _undo_notice(row, undo)
+
+
+async def _attachments(core: Core, message: Message) -> tuple[Attachment, ...]:
+    if message.attachment is None:
+        return ()
+    fetch = getattr(core.network(message.platform), "fetch_attachment", None)
+    if fetch is None:
+        raise BotError("Attachments are not supported on this network.")
+    attachment: Attachment = await fetch(message.attachment)
+    return (attachment,)
+
+
+def _undo_notice(row: OutboxRow, undo: int) -> Reply | None:
+    if undo <= 0:
+        return None  # the outcome follows at once
+    return Reply(
+        f"⏳ Mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} goes out in "
+        f"{undo} s. Changed your mind? /undo",
+        buttons=(Button("Undo", data=f"/undo {row.id}"),),
+    )
+
+
+async def _own_row(core: Core, message: Message, args: str, state: str, what: str) -> OutboxRow:
+    """Return the mail a /send, /cancel or /undo means: by number, else the newest in ``state``."""
+    number = args.strip().lstrip("#")
+    if number:
+        if not number.isdigit():
+            raise BotError(f"Which mail? Give its number, e.g. /{what} 12.")
+        row = await core.outbox.get(int(number))
+        if row is None:
+            raise BotError(f"There is no mail #{number}.")
+        if row.user_key != message.user_key:
+            raise BotError(
+                f"Mail #{row.id} is not yours: only the one who wrote it can {what} it."
+            )
+        return row
+    row = await core.outbox.latest(message.user_key, state)
+    if row is None:
+        raise BotError(f"You have no mail to {what}.")
+    return row
+
+
+async def send(core: Core, message: Message, args: str) -> Reply | None:
+    """Send a previewed mail (the Send button)."""
+    row = await _own_row(core, message, args, HELD, "send")
+    if row.state != HELD:
+        raise BotError(f"Mail #{row.id} is {row.state}; there is nothing to confirm.")
+    if row.created_at < time.time() - PREVIEW_TTL:
+        await core.outbox.cancel(row.id)
+        raise BotError(
+            f"The preview of mail #{row.id} expired after 10 minutes, so nothing was sent. "
+            "Send the /mail again."
+        )
+    undo = core.config.mail.undo_seconds
+    if not await core.outbox.release(row.id, time.time() + undo):
+        raise BotError(f"Mail #{row.id} was already sent or cancelled.")
+    core.outbox.submit(row.id)
+    return _undo_notice(row, undo)
+
+
+async def cancel(core: Core, message: Message, args: str) -> Reply:
+    """Drop a previewed mail (the Cancel button)."""
+    row = await _own_row(core, message, args, HELD, "cancel")
+    if row.state not in (HELD, QUEUED) or not await core.outbox.cancel(row.id):
+        raise BotError(f"Mail #{row.id} is {row.state} and can no longer be cancelled.")
+    return Reply(f"🗑 Cancelled mail #{row.id}; nothing was sent.")
+
+
+async def undo(core: Core, message: Message, args: str) -> Reply:
+    """Stop a mail that is still waiting out its undo window."""
+    row = await _own_row(core, message, args, QUEUED, "undo")
+    if row.state == CANCELLED:
+        return Reply(f"Mail #{row.id} was already cancelled; nothing was sent.")
+    if row.state != QUEUED or not await core.outbox.cancel(row.id):
+        raise BotError(f"Too late: mail #{row.id} has already gone out ({row.state}).")
+    return Reply(f"↩️ Undone: mail #{row.id} was not sent.")
+
+
+async def retry(core: Core, message: Message, args: str) -> Reply | None:
+    """Send a failed or unknown mail again, on the owner's word."""
+    if not args.strip():
+        raise BotError("Which mail? Give its number, e.g. /retry 12 (see /history).")
+    row = await _own_row(core, message, args, FAILED, "retry")
+    if row.state not in (FAILED, UNKNOWN):
+        raise BotError(
+            f"Mail #{row.id} is {row.state}; only failed or unknown mail can be retried."
+        )
+    await core.backend.sender(message.user_key)  # still connected?
+    if not await core.outbox.requeue(row.id):
+        raise BotError(f"Mail #{row.id} can no longer be sent again.")
+    core.outbox.submit(row.id)
+    return Reply(
+        f"Sending mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} again."
+    )
+
+
+async def history(core: Core, message: Message, args: str) -> Reply:
+    """List the user's last ten mails with their state (in a direct chat only)."""
+    if not message.is_direct:
+        raise BotError("Your mail history is private: ask me with /history in a direct chat.")
+    rows = await core.outbox.history(message.user_key, 10)
+    if not rows:
+        return Reply("You have not sent any mail through me yet.")
+    icons = {"sent": "✅", "failed": "❌", "unknown": "⚠️", "cancelled": "🗑", "held": "📝"}
+    lines = ["Your last mails (newest first; /retry <number> resends a failed or unknown one):"]
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.created_at))
+        icon = icons.get(row.state, "⏳")
+        lines.append(
+            f"{icon} #{row.id} {when} UTC {row.state}: to {recipients_shown(row, 3)}, "
+            f"{subject_shown(row.subject)}"
+        )
+    return Reply("\n".join(lines))
