@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import random
@@ -25,6 +26,7 @@ import urllib3
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
+from googleapiclient.http import MediaIoBaseUpload
 
 from bot.accounts import Account, Accounts
 from bot.addresses import EmailAddress
@@ -36,6 +38,7 @@ from bot.transport import MaybeSent, NoRetryHttp, NotSent
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+SIMPLE_UPLOAD_LIMIT = 5 * 1024 * 1024  # above this, the media upload endpoint
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 DAILY_LIMIT_REASONS = {"dailyLimitExceeded", "quotaExceeded"}
 TESTING_MODE_NOTE = (
@@ -92,13 +95,12 @@ class GmailBackend:
         account = await self._accounts.get(user_key)
         if account is None:
             raise SendRefused("Your Gmail is not connected any more; send /connect to link it.")
-        body = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
         rate_retries = connect_retries = 0
         refreshed = False
         while True:
             token = await self._access_token(account)
             try:
-                result = await self._run(self._send_sync, token, body)
+                result = await self._run(self._send_sync, token, raw)
             except NotSent:
                 connect_retries += 1
                 if connect_retries > self.max_connect_retries:
@@ -187,8 +189,8 @@ class GmailBackend:
 
     # The functions below run in the thread pool.
 
-    def _send_sync(self, token: str, body: dict[str, str]) -> dict[str, Any]:
-        http = NoRetryHttp(self._http, self._timeout)
+    def _send_sync(self, token: str, raw: bytes) -> dict[str, Any]:
+        http = NoRetryHttp(self._http, self._timeout, bearer=token)
         service = build(
             "gmail",
             "v1",
@@ -197,8 +199,15 @@ class GmailBackend:
             cache_discovery=False,
             client_options={"api_endpoint": self._client.api_endpoint},
         )
-        request = service.users().messages().send(userId="me", body=body)
-        request.headers["authorization"] = f"Bearer {token}"
+        messages = service.users().messages()
+        if len(raw) <= SIMPLE_UPLOAD_LIMIT:
+            body = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
+            request = messages.send(userId="me", body=body)
+        else:
+            # Larger mail goes to the media upload endpoint in one multipart request (a
+            # resumable upload would be several requests, each a chance to half-send).
+            media = MediaIoBaseUpload(io.BytesIO(raw), mimetype="message/rfc822", resumable=False)
+            request = messages.send(userId="me", body={}, media_body=media)
         result: dict[str, Any] = request.execute(num_retries=0)
         return result
 

@@ -26,9 +26,12 @@ class MaybeSent(Exception):
 class NoRetryHttp:
     """A thread-safe stand-in for ``httplib2.Http`` for googleapiclient's ``execute``."""
 
-    def __init__(self, pool: urllib3.PoolManager, timeout: float = 30.0) -> None:
+    def __init__(
+        self, pool: urllib3.PoolManager, timeout: float = 30.0, bearer: str | None = None
+    ) -> None:
         self._pool = pool
         self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
+        self._auth = {"authorization": f"Bearer {bearer}"} if bearer else {}
 
     def request(
         self,
@@ -44,7 +47,7 @@ class NoRetryHttp:
                 method,
                 uri,
                 body=body,
-                headers=headers,
+                headers={**(headers or {}), **self._auth},
                 retries=False,
                 redirect=False,
                 timeout=self._timeout,
