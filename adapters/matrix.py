@@ -74,9 +74,6 @@ class MatrixAdapter:
         self._handler = handler
         try:
             await self._login()
-            self.client.add_event_callback(self._on_message, RoomMessageText)
-            self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
-            self.client.add_event_callback(self._on_invite, InviteMemberEvent)
             await self._sync_loop()
         finally:
             # Never log out: that would delete the device and its encryption keys.
@@ -176,6 +173,10 @@ class MatrixAdapter:
             self._write_token(token_file, since)
             for room_id, room in list(self.client.invited_rooms.items()):
                 await self._answer_invite(room_id, room.inviter or "", room)
+        # Only now: the first sync above must not hand old messages to the core.
+        self.client.add_event_callback(self._on_message, RoomMessageText)
+        self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
+        self.client.add_event_callback(self._on_invite, InviteMemberEvent)
         failures = 0
         while True:
             self._current = set()

@@ -16,6 +16,7 @@ from bot.local_outbox import LocalOutbox
 from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from tests.chatkit import ChatKit
+from tests.synapse import synapse_fixture  # noqa: F401  (the `synapse` fixture)
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config_mod.Config:
