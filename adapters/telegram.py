@@ -8,10 +8,16 @@ escaped, split at Telegram's 4096-character limit, and spaced to Telegram's rate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import html
+import json
 import logging
+import os
 from typing import Any
+
+# python-telegram-bot warns on every RetryAfter unless retry_after is a timedelta (its future).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from aiohttp import web
 from telegram import (
@@ -22,17 +28,28 @@ from telegram import (
     LinkPreviewOptions,
     ReplyParameters,
     Update,
+    User,
 )
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram import Message as TgMessage
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.request import HTTPXRequest
 
 from adapters.ratelimit import SendLimiter
-from bot.chat import Handler, Message, Reply
+from bot.chat import Attachment, Handler, Message, Reply
 from bot.config import TelegramConfig
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 
 log = logging.getLogger(__name__)
 
+MAX_DOWNLOAD = 20 * 1024 * 1024  # the Bot API's limit for bots downloading files
 MAX_TEXT = 4096  # characters (UTF-16 code units) per message
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll may wait
 WEBHOOK_PATH = "/telegram/webhook"
@@ -216,6 +233,10 @@ class TelegramAdapter:
 
     async def _dispatch(self, update: Update) -> None:
         message = self._to_message(update)
+        if update.callback_query is not None:
+            # Answer at once so the button stops spinning; the reply follows as a message.
+            with contextlib.suppress(TelegramError):
+                await update.callback_query.answer()
         if message is None or self._handler is None:
             return
         try:
@@ -224,23 +245,54 @@ class TelegramAdapter:
             log.exception("handling a Telegram update failed")
 
     def _to_message(self, update: Update) -> Message | None:
+        query = update.callback_query
+        if query is not None:
+            # A button press: its data is the command the button stands for ("/send 12").
+            chat = query.message.chat if query.message is not None else None
+            if chat is None or not query.data or query.from_user.is_bot:
+                return None
+            return Message(
+                platform=self.platform,
+                user_id=str(query.from_user.id),
+                display_name=_name(query.from_user),
+                room=str(chat.id),
+                is_direct=chat.type == "private",
+                text=query.data,
+                event_key=f"callback:{query.id}",
+            )
         msg = update.message
         if msg is None or msg.from_user is None or msg.from_user.is_bot:
             return None  # edits, channel posts, service messages and other bots are not for us
         text = msg.text or msg.caption
         if not text:
             return None
-        user = msg.from_user
-        name = user.full_name + (f" (@{user.username})" if user.username else "")
         return Message(
             platform=self.platform,
-            user_id=str(user.id),
-            display_name=name,
+            user_id=str(msg.from_user.id),
+            display_name=_name(msg.from_user),
             room=str(msg.chat.id),
             is_direct=msg.chat.type == "private",
             text=text,
             event_key=f"{msg.chat.id}:{msg.message_id}",
+            attachment=_attachment_ref(msg.reply_to_message or msg),
         )
+
+    async def fetch_attachment(self, ref: str) -> Attachment:
+        """Download a file the command replied to (bots may download up to 20 MB)."""
+        file_id, size, name, mime = json.loads(ref)
+        if size and size > MAX_DOWNLOAD:
+            raise BotError(
+                f"Telegram lets bots download files up to 20 MB; this one is "
+                f"{size / 2**20:.1f} MB, so it cannot be attached. Nothing was sent."
+            )
+        try:
+            tg_file = await self.bot.get_file(file_id)
+            data = bytes(await tg_file.download_as_bytearray())
+        except BadRequest as exc:
+            raise BotError(f"Telegram would not hand over the file ({exc.message}).") from None
+        except NetworkError:
+            raise BotError("The file could not be downloaded from Telegram; try again.") from None
+        return Attachment(name, mime, data)
 
     async def _call(self, method: Any, *args: Any, forever: bool = False, **kwargs: Any) -> Any:
         attempt = 0
@@ -250,14 +302,36 @@ class TelegramAdapter:
                 return await method(*args, **kwargs)
             except RetryAfter as exc:
                 await asyncio.sleep(_seconds(exc.retry_after))
-            except InvalidToken:
-                raise
+            except (InvalidToken, BadRequest):
+                raise  # BadRequest is a NetworkError to PTB, but trying again cannot help
             except (NetworkError, Conflict) as exc:
                 if attempt >= 5 and not forever:
                     raise
                 delay = min(2.0**attempt, 30.0)
                 log.warning("Telegram call failed (%s); trying again in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
+
+
+def _name(user: User) -> str:
+    return user.full_name + (f" (@{user.username})" if user.username else "")
+
+
+def _attachment_ref(msg: TgMessage) -> str | None:
+    """Describe the document or photo of ``msg`` (the one a /mail replies to, or carries)."""
+    if msg.document is not None:
+        d = msg.document
+        return json.dumps(
+            [
+                d.file_id,
+                d.file_size,
+                d.file_name or "file",
+                d.mime_type or "application/octet-stream",
+            ]
+        )
+    if msg.photo:
+        p = msg.photo[-1]  # the largest size
+        return json.dumps([p.file_id, p.file_size, f"photo-{p.file_unique_id}.jpg", "image/jpeg"])
+    return None
 
 
 def _seconds(value: object) -> float:

@@ -70,10 +70,9 @@ def _run(path: Path | None, *, console: bool) -> int:
         cfg = config.from_dict(trial, base=Path.cwd(), env=os.environ)
         logs.setup(os.environ.get("MAILBRIDGE_LOG_LEVEL", "warning"))
         print(TRIAL_NOTE, file=sys.stderr, flush=True)
-        console = True
-    else:
-        cfg = config.load(path)
-        logs.setup(cfg.bot.log_level)
+        return asyncio.run(app.run(cfg, console=True, serve_web=False))
+    cfg = config.load(path)
+    logs.setup(cfg.bot.log_level)
     return asyncio.run(app.run(cfg, console=console))
 
 

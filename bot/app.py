@@ -71,8 +71,10 @@ def chat_adapters(config: Config, console: bool, web: WebServer | None) -> list[
     return adapters
 
 
-async def run(config: Config, *, console: bool) -> int:
-    """Run mailbridge until its input ends (console) or it is told to stop; return exit code."""
+async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
+    """Run mailbridge until its input ends (console) or it is told to stop; return exit code.
+
+    ``serve_web`` is off in trial mode only: no consent flow, so no web server to start."""
     if not console and config.telegram is None and config.matrix is None:
         raise ConfigError(
             "[telegram] / [matrix]: no chat network is configured; add one of the sections, "
@@ -84,7 +86,7 @@ async def run(config: Config, *, console: bool) -> int:
     try:
         core = build_core(config, db, SecretBox(load_key(key_file(config))))
         backend = core.backend
-        if config.path is not None:  # trial mode needs no web server
+        if serve_web:
             web = WebServer(
                 config.web.listen, core.oauth, core.linked, core.login_failed, core.metrics
             )

@@ -17,6 +17,7 @@ from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from tests.chatkit import ChatKit
 from tests.synapse import synapse_fixture  # noqa: F401  (the `synapse` fixture)
+from tests.telegram_fake import telegram_fake  # noqa: F401
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config_mod.Config:

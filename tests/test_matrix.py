@@ -1,0 +1,124 @@
+"""The bot on a real Synapse: invites, direct chats (encrypted or not), rooms, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nio import AsyncClient
+
+from bot.config import Config
+from tests.running import bot_config, running
+from tests.synapse import (
+    ReceivedMessage,
+    RegisteredUser,
+    Synapse,
+    create_dm,
+    join_room,
+    send_text,
+    wait_for_message,
+)
+
+pytestmark = pytest.mark.matrix
+
+
+async def matrix_bot(
+    synapse: Synapse, tmp_path: Path, **sections: dict[str, Any]
+) -> tuple[RegisteredUser, Config]:
+    """A fresh bot account and a configuration for it (outbox backend unless told)."""
+    bot = await synapse.register()
+    config = bot_config(
+        tmp_path,
+        matrix={
+            "homeserver": synapse.url,
+            "user_id": bot.user_id,
+            "password": bot.password,
+            "store_path": "matrix-store",
+        },
+        **sections,
+    )
+    return bot, config
+
+
+def from_bot(bot: RegisteredUser, text: str = "") -> Any:
+    def match(m: ReceivedMessage) -> bool:
+        return m.sender == bot.user_id and text in m.body
+
+    return match
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+async def test_direct_chat_invite_greeting_and_mail(
+    synapse: Synapse, tmp_path: Path, encrypted: bool
+) -> None:
+    bot, config = await matrix_bot(synapse, tmp_path)
+    alice = await synapse.register()
+    async with running(config), synapse.client(alice, encrypted=True) as client:
+        room = await create_dm(client, bot.user_id, encrypted=encrypted)
+        greeting = await wait_for_message(client, room, from_bot(bot, "Hello"), timeout=30)
+        assert greeting.msgtype == "m.notice"
+        assert greeting.encrypted is encrypted
+        assert "!mail <to> <subject> | <body>" in greeting.body  # Element users type !
+        command = await send_text(client, room, "!mail bob@example.com Hello | Hi Bob")
+        said = await wait_for_message(client, room, from_bot(bot, "Mail #1"), timeout=30)
+        assert "bob@example.com" in said.body
+        assert said.encrypted is encrypted
+        assert said.msgtype == "m.notice"
+        assert said.in_reply_to == command
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+async def test_invite_from_outside_the_allow_list_is_declined(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    bot, config = await matrix_bot(
+        synapse, tmp_path, bot={"database": "bot.db", "allowed_users": ["matrix:@nobody:*"]}
+    )
+    stranger = await synapse.register()
+    async with running(config), synapse.client(stranger) as client:
+        room = await create_dm(client, bot.user_id, encrypted=False)
+        await _until_left(client, room, bot.user_id)
+
+
+async def _until_left(client: AsyncClient, room_id: str, user_id: str) -> None:
+    from tests.synapse import sync_until
+
+    def gone(c: AsyncClient) -> bool:
+        room = c.rooms.get(room_id)
+        return room is not None and user_id not in room.users
+
+    await sync_until(client, gone, timeout=30)
+
+
+async def test_group_room_mail_confirms_in_the_room(synapse: Synapse, tmp_path: Path) -> None:
+    bot, config = await matrix_bot(synapse, tmp_path)
+    alice, carol = await synapse.register(), await synapse.register()
+    async with running(config), synapse.client(alice) as a, synapse.client(carol) as c:
+        room = await create_dm(a, bot.user_id, encrypted=False)  # a room, then invite more
+        await wait_for_message(a, room, from_bot(bot, "Hello"), timeout=30)
+        await a.room_invite(room, carol.user_id)
+        await join_room(c, room)
+        await send_text(a, room, "!mail bob@example.com Team lunch | 12:30?")
+        said = await wait_for_message(c, room, from_bot(bot, "Mail #1"), timeout=30)
+        assert "“Team lunch”" in said.body
+
+
+async def test_restart_answers_missed_commands_once_and_old_ones_never(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    bot, config = await matrix_bot(synapse, tmp_path)
+    alice = await synapse.register()
+    async with synapse.client(alice) as client:
+        async with running(config):
+            room = await create_dm(client, bot.user_id, encrypted=False)
+            await wait_for_message(client, room, from_bot(bot, "Hello"), timeout=30)
+            await send_text(client, room, "!mail bob@example.com Before | x")
+            await wait_for_message(client, room, from_bot(bot, "“Before”"), timeout=30)
+        await send_text(client, room, "!mail bob@example.com While down | x")
+        async with running(config):
+            said = await wait_for_message(client, room, from_bot(bot, "Mail #"), timeout=30)
+            assert "“While down”" in said.body
+            await send_text(client, room, "!help")
+            await wait_for_message(client, room, from_bot(bot, "!help - this list"), timeout=30)
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
