@@ -26,8 +26,6 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 
 from tests.telegram_fake import TelegramFake, command_entities, parse_html
 
-__all__ = ["telegram_fake"]  # the fixture, used by name below
-
 pytestmark = pytest.mark.telegram
 
 
