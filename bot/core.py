@@ -145,6 +145,7 @@ class Core:
         if message.is_direct:
             await self.accounts.remember_direct_room(message.user_key, message.room)
         handler = commands.HANDLERS.get(command.name)
+        log.debug("command /%s in a %s room", command.name, message.platform)  # never its text
         if handler is None:
             p = prefix(message.platform)
             return Reply(f"I don't know {p}{command.name}. Type {p}help for what I can do.")

@@ -1,0 +1,205 @@
+"""The bot on Telegram, against the Bot API fake over HTTP: chats, groups, limits, restarts."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.config import Config
+from tests.running import bot_config, running
+from tests.telegram_fake import SentMessage, TelegramFake
+
+pytestmark = pytest.mark.telegram
+
+
+def telegram_config(tmp_path: Path, fake: TelegramFake, **sections: dict[str, Any]) -> Config:
+    telegram = {"token": fake.token, "base_url": f"{fake.url}/bot", **sections.pop("telegram", {})}
+    return bot_config(tmp_path, telegram=telegram, **sections)
+
+
+def emls(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "outbox").glob("*.eml"))
+
+
+async def test_private_chat_start_help_and_mail(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice", "alice")
+    async with running(telegram_config(tmp_path, telegram_fake)):
+        telegram_fake.user_starts(alice)
+        hello = await telegram_fake.wait_for_message(alice.id, timeout=15)
+        assert hello.text.startswith("Hello Alice (@alice)! mailbridge sends email")
+        assert [c["command"] for c in telegram_fake.commands["default"]][:2] == ["mail", "connect"]
+        sent = telegram_fake.user_sends(alice, text="/mail bob@example.com Hello | Hi Bob")
+        said = await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text)
+        assert said.reply_to == sent["message"]["message_id"]
+        assert "bob@example.com" in said.text
+    assert len(emls(tmp_path)) == 1
+
+
+async def test_group_commands_addressed_to_us_or_nobody(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    group = telegram_fake.group("Team", [alice])
+    async with running(telegram_config(tmp_path, telegram_fake)):
+        telegram_fake.user_sends(alice, group, "/mail@OtherBot bob@example.com Not us | x")
+        telegram_fake.user_sends(alice, group, "/mail@MailBridgeTestBot bob@example.com Us | x")
+        said = await telegram_fake.wait_for_message(group.id, lambda m: "Mail #" in m.text)
+        assert "“Us”" in said.text
+        telegram_fake.user_sends(alice, group, "/help")
+        await telegram_fake.wait_for_message(group.id, lambda m: "/help - this list" in m.text)
+    assert len(emls(tmp_path)) == 1
+    assert not any("Not us" in m.text for m in telegram_fake.sent)
+
+
+async def test_markup_characters_come_back_exactly_as_typed(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    async with running(telegram_config(tmp_path, telegram_fake)):
+        telegram_fake.user_sends(
+            alice, text="/mail first_last@example.com a_b *bold* <b>x</b> & co | body"
+        )
+        said = await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text)
+        assert "first_last@example.com" in said.text
+        assert "“a_b *bold* <b>x</b> & co”" in said.text
+        assert said.parse_mode == "HTML"
+        assert "&lt;b&gt;" in said.html
+
+
+async def test_429_burst_every_reply_arrives_and_no_chat_gets_more_than_one_a_second(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    users = [telegram_fake.add_user(2000 + n, f"User{n}") for n in range(10)]
+    async with running(telegram_config(tmp_path, telegram_fake)):
+        telegram_fake.inject_429(count=3, retry_after=2, methods=["sendMessage"])
+        for user in users:
+            for n in range(5):
+                telegram_fake.user_sends(user, text=f"/status {n}")
+        for user in users:
+            for _ in range(5):
+                await telegram_fake.wait_for_message(user.id, timeout=60)
+    times: dict[int, list[float]] = defaultdict(list)
+    for m in telegram_fake.sent:
+        times[m.chat_id].append(m.sent_at)
+    assert sum(len(t) for t in times.values()) == 50
+    for chat_times in times.values():
+        gaps = [b - a for a, b in itertools.pairwise(chat_times)]
+        assert min(gaps) >= 0.95, gaps
+    refused = [
+        c for c in telegram_fake.calls if c.method.lower() == "sendmessage" and c.status == 429
+    ]
+    assert len(refused) == 3
+
+
+async def test_webhook_mode_handles_updates_and_refuses_requests_without_the_secret(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    config = telegram_config(
+        tmp_path, telegram_fake, telegram={"mode": "webhook", "webhook_secret": "s3cret-Token_1"}
+    )
+    async with running(config) as base:
+        update = telegram_fake.user_sends(alice, text="/mail bob@example.com Hooked | x")
+        said = await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text)
+        assert "“Hooked”" in said.text
+        forged = {**update, "update_id": update["update_id"] + 100}
+        forged["message"] = {
+            **update["message"],
+            "message_id": 999,
+            "text": "/mail e@example.com Forged | x",
+        }
+        async with aiohttp.ClientSession() as http:
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+                async with http.post(
+                    f"{base}/telegram/webhook", json=forged, headers=headers
+                ) as r:
+                    assert r.status == 403
+        assert telegram_fake.calls[-1].method.lower() != "sendmessage" or "Forged" not in said.text
+    assert len(emls(tmp_path)) == 1
+    assert not any("Forged" in m.text for m in telegram_fake.sent)
+
+
+async def test_an_update_delivered_again_after_a_restart_is_handled_once(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    config = telegram_config(tmp_path, telegram_fake)
+    async with running(config):
+        help_update = telegram_fake.user_sends(alice, text="/help")
+        mail_update = telegram_fake.user_sends(alice, text="/mail bob@example.com Once | x")
+        await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text)
+        await telegram_fake.wait_for_message(alice.id, lambda m: "this list" in m.text)
+    # The bot stopped before Telegram heard the confirmation: both come again.
+    telegram_fake.redeliver(help_update)
+    telegram_fake.redeliver(mail_update)
+    async with running(config):
+        telegram_fake.user_sends(alice, text="/status")
+        await telegram_fake.wait_for_message(alice.id, lambda m: "without Google" in m.text)
+    assert len(emls(tmp_path)) == 1
+    texts = [m.text for m in telegram_fake.sent if m.chat_id == alice.id]
+    assert sum("Mail #1" in t for t in texts) == 1
+    assert sum("this list" in t for t in texts) == 1
+
+
+async def test_the_bot_token_never_reaches_the_logs(
+    telegram_fake: TelegramFake, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot import logs
+
+    alice = telegram_fake.add_user(1001, "Alice")
+    logs.setup("debug")  # as MAILBRIDGE_LOG_LEVEL=debug would
+    logging.getLogger().addHandler(caplog.handler)
+    try:
+        async with running(telegram_config(tmp_path, telegram_fake)):
+            telegram_fake.user_starts(alice)
+            telegram_fake.user_sends(alice, text="/mail bob@example.com Secret body test | xyzzy")
+            await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text)
+            telegram_fake.inject_429(count=1, retry_after=1)
+            telegram_fake.user_sends(alice, text="/help")
+            await telegram_fake.wait_for_message(alice.id, lambda m: "this list" in m.text)
+    finally:
+        logs.setup("warning")
+    text = caplog.text
+    assert "DEBUG" in text
+    assert "command /mail" in text
+    assert telegram_fake.token not in text
+    assert telegram_fake.token.split(":")[1] not in text
+    assert "xyzzy" not in text  # nor a mail body
+
+
+def first_button(message: SentMessage) -> dict[str, Any]:
+    return message.buttons()[0]
+
+
+async def test_preview_buttons_work_only_for_their_author(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    mallory = telegram_fake.add_user(1002, "Mallory")
+    group = telegram_fake.group("Team", [alice, mallory])
+    config = telegram_config(
+        tmp_path, telegram_fake, mail={"confirm": "new_recipients", "undo_seconds": 0}
+    )
+    async with running(config):
+        telegram_fake.user_sends(alice, group, "/mail bob@example.com Plan | x")
+        preview = await telegram_fake.wait_for_message(group.id, lambda m: "Preview" in m.text)
+        assert [b["text"] for b in preview.buttons()] == ["Send", "Cancel"]
+        telegram_fake.user_presses(mallory, preview, "/send 1")
+        await telegram_fake.wait_for_message(group.id, lambda m: "is not yours" in m.text)
+        assert emls(tmp_path) == []
+        telegram_fake.user_presses(alice, preview, "/send 1")
+        await telegram_fake.wait_for_message(group.id, lambda m: "Mail #1" in m.text)
+        assert len(emls(tmp_path)) == 1
+        # A second mail to the same address needs no preview.
+        telegram_fake.user_sends(alice, group, "/mail bob@example.com Again | y")
+        said = await telegram_fake.wait_for_message(group.id, lambda m: "Mail #2" in m.text)
+        assert "“Again”" in said.text
+        assert len(emls(tmp_path)) == 2
