@@ -20,27 +20,37 @@ from typing import Any
 from nio import (
     AsyncClient,
     AsyncClientConfig,
+    DownloadError,
     InviteMemberEvent,
     JoinError,
     LoginError,
     MatrixRoom,
     MegolmEvent,
+    ReactionEvent,
     RoomCreateError,
+    RoomEncryptedMedia,
+    RoomGetEventError,
+    RoomMessageMedia,
     RoomMessageText,
     RoomPreset,
     RoomSendError,
     SyncError,
     WhoamiError,
 )
+from nio.crypto.attachments import decrypt_attachment
 
-from bot.chat import Handler, Message, Reply
+from bot.chat import Attachment, Handler, Message, Reply
 from bot.config import MatrixConfig
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
 ROOM_WAIT = 30.0  # seconds to wait for a room we joined or created to show up in a sync
+MAX_ATTACHMENT = 35 * 1024 * 1024  # Gmail's limit for a whole message
+# Matrix has no buttons: a reply's buttons become reactions the bot puts on its own message.
+REACTIONS = {"Send": "✅", "Cancel": "❌", "Undo": "↩️"}
+REMEMBERED = 500  # recent button messages and media events kept in memory
 
 
 class MatrixAdapter:
@@ -67,6 +77,8 @@ class MatrixAdapter:
         self._batches: deque[tuple[str, set[asyncio.Task[None]]]] = deque()
         self._current: set[asyncio.Task[None]] = set()
         self._synced = asyncio.Event()
+        self._buttons: dict[str, dict[str, str]] = {}  # our event id -> reaction -> command
+        self._media: dict[str, str] = {}  # media event id -> attachment reference
         self._greet: dict[str, str] = {}  # room joined on invite -> inviter, greeted once synced
 
     async def run(self, handler: Handler) -> None:
@@ -80,11 +92,20 @@ class MatrixAdapter:
             await self.client.close()
 
     async def send(self, room: str, reply: Reply) -> None:
-        """Send ``reply`` as an ``m.notice`` (HTML with a plain fallback), encrypted if need be."""
+        """Send ``reply`` as an ``m.notice`` (HTML with a plain fallback), encrypted if need be;
+        buttons become links in the text, or reactions to press."""
         text = reply.text
+        reactions = {
+            REACTIONS.get(b.label, b.label): b.data for b in reply.buttons if b.data is not None
+        }
         for button in reply.buttons:
             if button.url and button.url not in text:
                 text += f"\n{button.label}: {button.url}"
+        if reactions:
+            labels = [
+                f"{REACTIONS.get(b.label, b.label)} {b.label}" for b in reply.buttons if b.data
+            ]
+            text += f"\n(react with {' or '.join(labels)})"
         content: dict[str, Any] = {
             "msgtype": "m.notice",
             "body": text,
@@ -103,6 +124,45 @@ class MatrixAdapter:
         )
         if isinstance(result, RoomSendError):
             log.error("sending a reply failed: %s %s", result.status_code, result.message)
+            return
+        if reactions:
+            self._remember(self._buttons, result.event_id, reactions)
+            for key in reactions:
+                await self.client.room_send(
+                    room,
+                    "m.reaction",
+                    {
+                        "m.relates_to": {
+                            "rel_type": "m.annotation",
+                            "event_id": result.event_id,
+                            "key": key,
+                        }
+                    },
+                    ignore_unverified_devices=True,
+                )
+
+    async def fetch_attachment(self, ref: str) -> Attachment:
+        """Download (and decrypt) the file a command replied to."""
+        info = json.loads(ref)
+        if info["size"] and info["size"] > MAX_ATTACHMENT:
+            raise BotError(
+                f"That file is {info['size'] / 2**20:.1f} MB; Gmail takes at most 35 MB per "
+                "message, so it cannot be attached. Nothing was sent."
+            )
+        result = await self.client.download(mxc=info["url"])
+        if isinstance(result, DownloadError):
+            raise BotError(f"The file could not be downloaded ({result.message}); try again.")
+        data = bytes(result.body)  # no save_to: nio keeps the download in memory
+        if info.get("key"):
+            try:
+                data = decrypt_attachment(
+                    data, info["key"]["k"], info["hashes"]["sha256"], info["iv"]
+                )
+            except Exception:
+                raise BotError(
+                    "The file could not be decrypted, so it was not attached."
+                ) from None
+        return Attachment(info["name"], info["mimetype"], data)
 
     async def open_direct(self, user_id: str) -> str | None:
         """Return a direct chat with ``user_id``, creating (and inviting them to) one if needed."""
@@ -177,6 +237,8 @@ class MatrixAdapter:
         self.client.add_event_callback(self._on_message, RoomMessageText)
         self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
         self.client.add_event_callback(self._on_invite, InviteMemberEvent)
+        self.client.add_event_callback(self._on_reaction, ReactionEvent)
+        self.client.add_event_callback(self._on_media, (RoomMessageMedia, RoomEncryptedMedia))
         failures = 0
         while True:
             self._current = set()
@@ -229,7 +291,20 @@ class MatrixAdapter:
     async def _on_message(self, room: MatrixRoom, event: RoomMessageText) -> None:
         if event.sender == self.client.user_id:
             return  # our own messages come back in the sync
-        self._spawn(self._message(room, event.sender, event.body, event.event_id))
+        relates = event.source.get("content", {}).get("m.relates_to", {})
+        target = relates.get("m.in_reply_to", {}).get("event_id")
+        self._spawn(self._message(room, event.sender, event.body, event.event_id, target))
+
+    async def _on_reaction(self, room: MatrixRoom, event: ReactionEvent) -> None:
+        command = self._buttons.get(event.reacts_to, {}).get(event.key)
+        if command is None or event.sender == self.client.user_id:
+            return
+        self._spawn(self._message(room, event.sender, command, event.event_id))
+
+    async def _on_media(
+        self, room: MatrixRoom, event: RoomMessageMedia | RoomEncryptedMedia
+    ) -> None:
+        self._remember(self._media, event.event_id, _media_ref(event))
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
         log.warning("could not decrypt an event in a room; asking the sender's devices for keys")
@@ -253,9 +328,12 @@ class MatrixAdapter:
             return
         self._greet[room_id] = inviter
 
-    async def _message(self, room: MatrixRoom, sender: str, text: str, event_key: str) -> None:
+    async def _message(
+        self, room: MatrixRoom, sender: str, text: str, event_key: str, target: str | None = None
+    ) -> None:
         if self._handler is None:
             return
+        attachment = await self._attachment(room.room_id, target) if target else None
         message = Message(
             platform=self.platform,
             user_id=sender,
@@ -264,11 +342,35 @@ class MatrixAdapter:
             is_direct=room.member_count <= 2,
             text=text,
             event_key=event_key,
+            attachment=attachment,
         )
         try:
             await self._handler(message)
         except Exception:
             log.exception("handling a Matrix event failed")
+
+    async def _attachment(self, room_id: str, event_id: str) -> str | None:
+        """Return the reference of the media event ``event_id`` (remembered, or fetched)."""
+        if event_id in self._media:
+            return self._media[event_id]
+        result = await self.client.room_get_event(room_id, event_id)
+        if isinstance(result, RoomGetEventError):
+            return None
+        event = result.event
+        if isinstance(event, MegolmEvent):
+            try:
+                event = self.client.decrypt_event(event)
+            except Exception:
+                return None
+        if isinstance(event, RoomMessageMedia | RoomEncryptedMedia):
+            return _media_ref(event)
+        return None
+
+    @staticmethod
+    def _remember(memory: dict[str, Any], key: str, value: Any) -> None:
+        memory[key] = value
+        while len(memory) > REMEMBERED:
+            del memory[next(iter(memory))]
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -282,3 +384,18 @@ class MatrixAdapter:
         except TimeoutError:
             return False
         return True
+
+
+def _media_ref(event: RoomMessageMedia | RoomEncryptedMedia) -> str:
+    content = event.source.get("content", {})
+    info = content.get("info") or {}
+    ref: dict[str, Any] = {
+        "url": event.url,
+        "name": content.get("filename") or event.body or "file",
+        "mimetype": info.get("mimetype") or "application/octet-stream",
+        "size": info.get("size"),
+    }
+    if isinstance(event, RoomEncryptedMedia):
+        ref.update(key=event.key, hashes=event.hashes, iv=event.iv)
+        ref["mimetype"] = event.mimetype or ref["mimetype"]
+    return json.dumps(ref)
