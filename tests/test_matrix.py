@@ -122,3 +122,37 @@ async def test_restart_answers_missed_commands_once_and_old_ones_never(
             await send_text(client, room, "!help")
             await wait_for_message(client, room, from_bot(bot, "!help - this list"), timeout=30)
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+async def test_preview_is_answered_by_reaction_and_only_by_its_author(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    bot, config = await matrix_bot(
+        synapse, tmp_path, mail={"confirm": "new_recipients", "undo_seconds": 0}
+    )
+    alice, carol = await synapse.register(), await synapse.register()
+    async with running(config), synapse.client(alice) as a, synapse.client(carol) as c:
+        room = await create_dm(a, bot.user_id, encrypted=False)
+        await wait_for_message(a, room, from_bot(bot, "Hello"), timeout=30)
+        await a.room_invite(room, carol.user_id)
+        await join_room(c, room)
+        await send_text(a, room, "!mail bob@example.com Plan | x")
+        preview = await wait_for_message(a, room, from_bot(bot, "Preview of mail #1"), timeout=30)
+        assert "react with ✅ Send or ❌ Cancel" in preview.body
+        assert "!send" in preview.body  # Element users are told the ! spelling
+        await _react(c, room, preview.event_id, "✅")  # not Carol's mail
+        refusal = await wait_for_message(a, room, from_bot(bot, "is not yours"), timeout=30)
+        assert "Mail #1 is not yours" in refusal.body
+        assert not list((tmp_path / "outbox").glob("*.eml"))
+        await _react(a, room, preview.event_id, "✅")
+        await wait_for_message(a, room, from_bot(bot, "Mail #1 to"), timeout=30)
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+        await send_text(a, room, "!mail bob@example.com Again | y")  # Bob is known now
+        said = await wait_for_message(a, room, from_bot(bot, "Mail #2"), timeout=30)
+        assert "“Again”" in said.body
+
+
+async def _react(client: AsyncClient, room: str, event_id: str, key: str) -> None:
+    content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+    response = await client.room_send(room, "m.reaction", content, ignore_unverified_devices=True)
+    assert hasattr(response, "event_id"), response

@@ -1,0 +1,181 @@
+"""The scenarios: each drives the real core and returns figures; none asserts anything."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.harness import Rig, Said
+from benchmarks.naive import NaiveBot
+from tests.botproc import MAILBRIDGE, free_port
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def is_outcome(user: str) -> Any:
+    return lambda s: s.room == user and "Mail #" in s.text and "✅" in s.text
+
+
+async def overhead(rig: Rig, user: str, n: int) -> dict[str, float]:
+    """Sequential /mail commands from one user, Gmail answering at once: our own time each."""
+    rig.fake.gmail_latency = 0.0
+    samples: list[float] = []
+    for i in range(n):
+        done = rig.chat.expect(is_outcome(user))
+        before = len(rig.gmail_seconds)
+        t0 = time.perf_counter()
+        await rig.core.handle(rig.message(user, f"/mail bob@example.com Note {i} | Hello Bob"))
+        said: Said = await done
+        gmail = sum(rig.gmail_seconds[before:])
+        samples.append((said.at - t0 - gmail) * 1000)
+    gmail_ms = [s * 1000 for s in rig.gmail_seconds[-n:]]
+    return {
+        "overhead_ms_median": statistics.median(samples),
+        "overhead_ms_p99": percentile(samples, 99),
+        "gmail_call_ms_median": statistics.median(gmail_ms),
+        "sends_measured": float(n),
+    }
+
+
+async def raw_post(rig: Rig, token: str, n: int) -> dict[str, float]:
+    """The same send as one plain async HTTP POST to the same fake."""
+    msg = EmailMessage()
+    msg["To"] = "bob@example.com"
+    msg["Subject"] = "Note"
+    msg.set_content("Hello Bob")
+    body = {"raw": base64.urlsafe_b64encode(msg.as_bytes()).decode()}
+    url = f"{rig.fake.api_endpoint}/gmail/v1/users/me/messages/send"
+    samples: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            samples.append((time.perf_counter() - t0) * 1000)
+    return {"raw_post_ms_median": statistics.median(samples)}
+
+
+async def concurrent(rig: Rig, users: list[str], helper_user: str) -> dict[str, float]:
+    """Every user sends one /mail at the same moment; Gmail takes 250 ms for each. Meanwhile
+    another user keeps asking /help."""
+    latency = 0.25
+    rig.fake.gmail_latency = latency
+    outcomes = [rig.chat.expect(is_outcome(u)) for u in users]
+    help_ms: list[float] = []
+    stop = asyncio.Event()
+
+    async def ask_help() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await rig.core.handle(rig.message(helper_user, "/help"))
+            help_ms.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.005)
+
+    helper = asyncio.create_task(ask_help())
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(rig.core.handle(rig.message(u, f"/mail bob@example.com From {u} | Hi")) for u in users)
+    )
+    said = await asyncio.gather(*outcomes)
+    wall = max(s.at for s in said) - t0
+    stop.set()
+    await helper
+    rig.fake.gmail_latency = 0.0
+    return {
+        "concurrent_users": float(len(users)),
+        "concurrent_wall_s": wall,
+        "concurrent_ratio": wall / latency,
+        "help_p99_ms_under_load": percentile(help_ms, 99),
+        "help_answers_under_load": float(len(help_ms)),
+    }
+
+
+async def baseline(rig: Rig, users: list[str], tokens: dict[str, str]) -> dict[str, float]:
+    """The same concurrent scenario through the naive way (benchmarks/naive.py)."""
+    latency = 0.25
+    rig.fake.gmail_latency = latency
+    naive = NaiveBot(rig.fake.api_endpoint, tokens)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(naive.handle(u, "bob@example.com", "Hi", "Hello") for u in users))
+    wall = time.perf_counter() - t0
+    rig.fake.gmail_latency = 0.0
+    return {"baseline_concurrent_wall_s": wall, "baseline_concurrent_ratio": wall / latency}
+
+
+async def seed_accounts(rig: Rig, n: int) -> None:
+    """Fill the database with ``n`` linked accounts (for the memory figure)."""
+    for i in range(n):
+        await rig.core.accounts.save(
+            f"telegram:9{i:08d}", f"seed{i}@gmail.com", f"1//seed-refresh-token-{i:08d}", ()
+        )
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def ready(tmp: Path, telegram_url: str, telegram_token: str, synapse: Any) -> float:
+    """From process start to /healthz answering, with Telegram and Matrix configured."""
+    bot_user = await synapse.register()
+    port = free_port()
+    config = tmp / "ready.toml"
+    config.write_text(
+        f"""
+[bot]
+database = "ready.db"
+log_level = "warning"
+[web]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+[telegram]
+token = "{telegram_token}"
+base_url = "{telegram_url}/bot"
+[matrix]
+homeserver = "{synapse.url}"
+user_id = "{bot_user.user_id}"
+password = "{bot_user.password}"
+store_path = "ready-store"
+"""
+    )
+    assert MAILBRIDGE
+    env = {**os.environ}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [MAILBRIDGE, "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        if r.status == 200:
+                            return time.perf_counter() - t0
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mailbridge exited with {proc.returncode}")
+                await asyncio.sleep(0.01)
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+
+
+def python_info() -> str:
+    return f"Python {sys.version.split()[0]}"
