@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m benchmarks [--quick] [--json]`` reports speed, concurrency and memory."""
+"""Benchmarks: ``python -m benchmarks [--quick] [--json]``; speed, concurrency and memory."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.google_fake import GoogleFake
 
 from bot import config as config_mod
 from bot.app import build_core, key_file
@@ -23,7 +24,6 @@ from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.botproc import free_port
-from tests.google_fake import GoogleFake
 
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
 
@@ -93,7 +93,7 @@ async def start_rig(tmp: Path, fake: GoogleFake) -> Rig:
     secrets_file.write_text(json.dumps(fake.client_secrets_json()))
     cfg = config_mod.from_dict(
         {
-            "bot": {"database": "bench.db", "sends_per_minute": 1_000_000, "sends_per_day": 1_000_000},
+            "bot": {"database": "bench.db", "sends_per_minute": 10**6, "sends_per_day": 10**6},
             "web": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
             "mail": {"confirm": "never", "undo_seconds": 0},
             "google": {
@@ -145,7 +145,8 @@ async def connect(rig: Rig, http: aiohttp.ClientSession, user: str) -> None:
     rig.fake.auto_consent = "allow"
     linked = rig.chat.expect(lambda s: s.room == user and "Gmail connected" in s.text)
     await rig.core.handle(rig.message(user, "/connect"))
-    link_said = next(s for s in reversed(rig.chat.said) if s.room == user and "/connect/" in s.text)
+    said = [s for s in rig.chat.said if s.room == user and "/connect/" in s.text]
+    link_said = said[-1]
     match = LINK.search(link_said.text)
     assert match, link_said.text
     async with http.post(match.group(0)) as r:  # the page's button: a form POST
@@ -157,4 +158,3 @@ async def connect_many(rig: Rig, users: list[str]) -> None:
     async with aiohttp.ClientSession() as http:
         for user in users:  # one at a time: the fake's next_account is global
             await connect(rig, http, user)
-

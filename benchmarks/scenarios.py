@@ -8,7 +8,6 @@ import contextlib
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from email.message import EmailMessage
@@ -24,7 +23,7 @@ from tests.botproc import MAILBRIDGE, free_port
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def is_outcome(user: str) -> Any:
@@ -61,10 +60,11 @@ async def raw_post(rig: Rig, token: str, n: int) -> dict[str, float]:
     body = {"raw": base64.urlsafe_b64encode(msg.as_bytes()).decode()}
     url = f"{rig.fake.api_endpoint}/gmail/v1/users/me/messages/send"
     samples: list[float] = []
+    headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as http:
         for _ in range(n):
             t0 = time.perf_counter()
-            async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+            async with http.post(url, json=body, headers=headers) as r:
                 await r.read()
                 assert r.status == 200, r.status
             samples.append((time.perf_counter() - t0) * 1000)
@@ -156,10 +156,13 @@ store_path = "ready-store"
     assert MAILBRIDGE
     env = {**os.environ}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [MAILBRIDGE, "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec(
+        MAILBRIDGE,
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
         env=env,
     )
     try:
@@ -169,12 +172,12 @@ store_path = "ready-store"
                     async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
                         if r.status == 200:
                             return time.perf_counter() - t0
-                if proc.poll() is not None:
+                if proc.returncode is not None:
                     raise RuntimeError(f"mailbridge exited with {proc.returncode}")
                 await asyncio.sleep(0.01)
     finally:
         proc.terminate()
-        await asyncio.to_thread(proc.wait, 10)
+        await proc.wait()
 
 
 def python_info() -> str:
