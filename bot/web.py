@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -75,24 +75,27 @@ class WebServer:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            if exc.status >= 400 and exc.content_type != "text/html":
-                # aiohttp's own 404/405 pages would echo nothing, but keep ours uniform.
-                response = _html(exc.status, page(exc.reason, "There is nothing here."))
-            else:
-                response = exc
+            if exc.status < 400:  # redirects: keep them, with our headers
+                self._secure(exc.headers)
+                raise
+            # aiohttp's own 404/405 answers in plain text: ours say what to do, uniformly.
+            response = _html(exc.status, page(exc.reason, "There is nothing here."))
+        self._secure(response.headers)
+        return response
+
+    def _secure(self, headers: MutableMapping[str, str]) -> None:
         form_to = ""
         if self._oauth is not None:
             parts = urlsplit(self._oauth.client.auth_uri)
             form_to = f" {parts.scheme}://{parts.netloc}"
-        response.headers["Content-Security-Policy"] = (
+        headers["Content-Security-Policy"] = (
             "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
             f"frame-ancestors 'none'; form-action 'self'{form_to}"
         )
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        headers["Referrer-Policy"] = "no-referrer"
+        headers["X-Frame-Options"] = "DENY"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Cache-Control"] = "no-store"
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})

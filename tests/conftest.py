@@ -16,6 +16,7 @@ from bot.local_outbox import LocalOutbox
 from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from tests.chatkit import ChatKit
+from tests.google_fake import google_fake  # noqa: F401
 from tests.synapse import synapse_fixture  # noqa: F401  (the `synapse` fixture)
 from tests.telegram_fake import telegram_fake  # noqa: F401
 
