@@ -110,7 +110,8 @@ class GmailBackend:
                 await asyncio.sleep(self._backoff(connect_retries))
                 continue
             except MaybeSent as exc:
-                raise SendUnknown(f"The connection to Gmail broke ({exc})") from None
+                log.warning("the connection to Gmail broke mid-send (%s)", exc)
+                raise SendUnknown("The connection to Gmail broke before it answered") from None
             except HttpError as exc:
                 status, reasons, message = _error_details(exc)
                 if status == 401 and not refreshed:
@@ -269,7 +270,7 @@ def _retry_after(exc: HttpError) -> float:
 
 def _refusal(status: int, reasons: set[str], message: str) -> SendRefused | SendUnknown:
     if status >= 500:
-        return SendUnknown(f"Gmail answered with an internal error ({status})")
+        return SendUnknown(f"Gmail answered with an error of its own ({status})")
     if reasons & DAILY_LIMIT_REASONS:
         return SendRefused(
             "Your Gmail account has reached its daily sending limit; nothing was sent. "

@@ -147,7 +147,8 @@ class WebServer:
             200,
             page(
                 f"Connected as {linked.address}",
-                f"Mail you send with /mail now goes out from {linked.address}.",
+                f"Mail you send with {prefix(linked.login.user_key.partition(':')[0])}mail now "
+                f"goes out from {linked.address}.",
                 "You can close this page and go back to the chat.",
             ),
         )

@@ -51,14 +51,13 @@ def outcome_text(row: OutboxRow, outcome: Outcome, platform: str) -> str:
         return f"❌ Not sent: {what}. {outcome.reason}".rstrip()
     if outcome.state == UNKNOWN:
         why = (
-            "mailbridge restarted while sending it"
+            "The bot restarted while sending it"
             if outcome.after_restart
             else outcome.reason or "Gmail did not answer"
         ).rstrip(".")
         return (
-            f"⚠️ Maybe sent: {what}. {why[:1].upper()}{why[1:]}, so it may or may not have gone "
-            f"out. Check your Sent folder; if it is not there, send it again with "
-            f"{prefix(platform)}retry {row.id}."
+            f"⚠️ Maybe sent: {what}. {why}, so it may or may not have gone out. Check your Sent "
+            f"folder; if it is not there, send it again with {prefix(platform)}retry {row.id}."
         )
     return f"{what}: {outcome.state}"
 

@@ -15,6 +15,7 @@ from bot.core import Core
 from bot.local_outbox import LocalOutbox
 from bot.store import open_database
 from bot.vault import SecretBox, load_key
+from tests.browser import browser  # noqa: F401
 from tests.chatkit import ChatKit
 from tests.google_fake import google_fake  # noqa: F401
 from tests.synapse import synapse_fixture  # noqa: F401  (the `synapse` fixture)

@@ -128,6 +128,7 @@ class GoogleFake:
         self._access: dict[str, _Access] = {}
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
+        self.requested = asyncio.Event()  # set by every Gmail send request
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -374,6 +375,7 @@ class GoogleFake:
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         self.gmail_requests += 1
+        self.requested.set()
         body = await request.read()
         fault = self.gmail_faults.pop(0) if self.gmail_faults else Fault()
         if fault.drop == "before":
