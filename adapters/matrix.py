@@ -117,6 +117,11 @@ class MatrixAdapter:
         if not await self._wait_for_room(room):
             log.error("cannot answer in a room the bot has not joined")
             return
+        joined = self.client.rooms[room]
+        if joined.encrypted and self.client.olm is not None:
+            # Members we never shared an encrypted room with (say, the invitee of a direct chat
+            # we just created) are not tracked yet: without their devices, nobody could decrypt.
+            self.client.olm.update_tracked_users(joined)
         if self.client.should_query_keys:
             await self.client.keys_query()
         result = await self.client.room_send(
@@ -185,7 +190,14 @@ class MatrixAdapter:
         if isinstance(result, RoomCreateError):
             log.error("creating a direct chat failed: %s", result.message)
             return None
-        return str(result.room_id)
+        room_id = str(result.room_id)
+        # Wait until a sync shows the invitee in the room: the room key of what we send next is
+        # shared only with the members we know of.
+        if not await self._wait_until(
+            lambda: room_id in self.client.rooms and user_id in self.client.rooms[room_id].users
+        ):
+            log.warning("the new direct chat did not show up in time")
+        return room_id
 
     async def _login(self) -> None:
         self._store.mkdir(parents=True, exist_ok=True)
@@ -377,9 +389,13 @@ class MatrixAdapter:
         self._current.add(task)
 
     async def _wait_for_room(self, room_id: str) -> bool:
+        return await self._wait_until(lambda: room_id in self.client.rooms)
+
+    async def _wait_until(self, condition: Callable[[], bool]) -> bool:
+        """Wait (through syncs, at most ROOM_WAIT seconds) until ``condition()`` holds."""
         try:
             async with asyncio.timeout(ROOM_WAIT):
-                while room_id not in self.client.rooms:
+                while not condition():
                     await self._synced.wait()
         except TimeoutError:
             return False

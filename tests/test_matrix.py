@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,8 @@ import pytest
 from nio import AsyncClient
 
 from bot.config import Config
+from tests.gmail_rig import follow, gmail_config
+from tests.google_fake import GoogleFake
 from tests.running import bot_config, running
 from tests.synapse import (
     ReceivedMessage,
@@ -17,6 +21,7 @@ from tests.synapse import (
     create_dm,
     join_room,
     send_text,
+    wait_for_invite,
     wait_for_message,
 )
 
@@ -156,3 +161,91 @@ async def _react(client: AsyncClient, room: str, event_id: str, key: str) -> Non
     content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
     response = await client.room_send(room, "m.reaction", content, ignore_unverified_devices=True)
     assert hasattr(response, "event_id"), response
+
+
+def link_in(message: ReceivedMessage) -> str:
+    match = re.search(r"http://\S+/connect/[\w-]+", message.body)
+    assert match, message.body
+    return match.group(0)
+
+
+async def gmail_bot(
+    synapse: Synapse, tmp_path: Path, fake: GoogleFake
+) -> tuple[RegisteredUser, Config]:
+    bot = await synapse.register()
+    matrix = {
+        "homeserver": synapse.url,
+        "user_id": bot.user_id,
+        "password": bot.password,
+        "store_path": "matrix-store",
+    }
+    return bot, gmail_config(tmp_path, fake, matrix=matrix)
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+async def test_connect_and_mail_in_a_direct_chat(
+    synapse: Synapse, tmp_path: Path, google_fake: GoogleFake, encrypted: bool
+) -> None:
+    bot, config = await gmail_bot(synapse, tmp_path, google_fake)
+    alice = await synapse.register()
+    async with running(config), synapse.client(alice, encrypted=True) as client:
+        room = await create_dm(client, bot.user_id, encrypted=encrypted)
+        said = [await wait_for_message(client, room, from_bot(bot, "Hello"), timeout=30)]
+        await send_text(client, room, "!connect")
+        said.append(await wait_for_message(client, room, from_bot(bot, "10 minutes"), timeout=30))
+        google_fake.auto_consent = "allow"
+        status, _, page = await follow(link_in(said[-1]))
+        assert status == 200
+        assert "Connected as alice@gmail.com" in page
+        said.append(await wait_for_message(client, room, from_bot(bot, "connected"), timeout=30))
+        assert "!mail" in said[-1].body
+        await send_text(client, room, "!mail bob@example.com Hello | Hi Bob")
+        said.append(await wait_for_message(client, room, from_bot(bot, "Mail #1"), timeout=30))
+        assert "sent from alice@gmail.com" in said[-1].body
+    assert all(m.encrypted is encrypted for m in said)
+    assert all(m.msgtype == "m.notice" for m in said)
+    [mail] = google_fake.sent
+    assert (mail.sender, mail.to, mail.subject, mail.text()) == (
+        "alice@gmail.com",
+        ["bob@example.com"],
+        "Hello",
+        "Hi Bob",
+    )
+
+
+async def test_connect_in_a_shared_room_sends_the_link_only_in_a_direct_chat(
+    synapse: Synapse, tmp_path: Path, google_fake: GoogleFake
+) -> None:
+    bot, config = await gmail_bot(synapse, tmp_path, google_fake)
+    alice, carol = await synapse.register(), await synapse.register()
+    async with (
+        running(config),
+        synapse.client(alice, encrypted=True) as a,
+        synapse.client(carol) as c,
+    ):
+        response = await a.room_create(name="Team", invite=[bot.user_id, carol.user_id])
+        room = response.room_id
+        await join_room(c, room)
+        await wait_for_message(a, room, from_bot(bot, "Hello"), timeout=30)
+        await send_text(a, room, "!connect")
+        note = await wait_for_message(c, room, from_bot(bot, "direct message"), timeout=30)
+        assert note.body == "I sent you a direct message with your login link."
+        direct = await wait_for_invite(a, bot.user_id, timeout=30)
+        assert direct != room
+        await join_room(a, direct)
+        link = await wait_for_message(a, direct, from_bot(bot, "10 minutes"), timeout=30)
+        assert link.encrypted  # the new direct chat is encrypted
+        google_fake.auto_consent = "allow"
+        await follow(link_in(link))
+        await wait_for_message(a, direct, from_bot(bot, "connected"), timeout=30)
+        await send_text(a, room, "!mail bob@example.com Team lunch | 12:30?")
+        said = await wait_for_message(c, room, from_bot(bot, "Mail #1"), timeout=30)
+        assert "sent from alice@gmail.com" in said.body
+        # Nothing in the shared room ever carried the login link.
+        await send_text(c, room, "!help")
+        await wait_for_message(c, room, from_bot(bot, "this list"), timeout=30)
+        history = await c.room_messages(room, start=c.next_batch, limit=200)
+        everything = [json.dumps(e.source) for e in history.chunk]
+    assert len(everything) > 5
+    assert not any("/connect/" in event for event in everything)
+    assert len(google_fake.sent) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +13,8 @@ import aiohttp
 import pytest
 
 from bot.config import Config
+from tests.gmail_rig import follow, gmail_config
+from tests.google_fake import GoogleFake
 from tests.running import bot_config, running
 from tests.telegram_fake import SentMessage, TelegramFake
 
@@ -203,3 +206,83 @@ async def test_preview_buttons_work_only_for_their_author(
         said = await telegram_fake.wait_for_message(group.id, lambda m: "Mail #2" in m.text)
         assert "“Again”" in said.text
         assert len(emls(tmp_path)) == 2
+
+
+def url_in(message: SentMessage) -> str:
+    import re
+
+    for button in message.buttons():
+        if button.get("url"):
+            return str(button["url"])
+    match = re.search(r"http://\S+/connect/[\w-]+", message.text)
+    assert match, message.text
+    return match.group(0)
+
+
+async def test_private_chat_connect_consent_and_mail_from_the_connected_address(
+    telegram_fake: TelegramFake, google_fake: GoogleFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice", "alice")
+    telegram = {"token": telegram_fake.token, "base_url": f"{telegram_fake.url}/bot"}
+    config = gmail_config(tmp_path, google_fake, telegram=telegram)
+    async with running(config):
+        telegram_fake.user_starts(alice)
+        await telegram_fake.wait_for_message(alice.id, lambda m: "/connect" in m.text)
+        telegram_fake.user_sends(alice, text="/connect")
+        link_message = await telegram_fake.wait_for_message(
+            alice.id, lambda m: "10 minutes" in m.text
+        )
+        assert link_message.no_preview
+        google_fake.auto_consent = "allow"
+        status, _, page = await follow(url_in(link_message))
+        assert status == 200
+        assert "Connected as alice@gmail.com" in page
+        await telegram_fake.wait_for_message(alice.id, lambda m: "Gmail connected" in m.text)
+        telegram_fake.user_sends(alice, text="/mail bob@example.com Hello | Hi Bob")
+        said = await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text)
+        assert "sent from alice@gmail.com" in said.text
+    [mail] = google_fake.sent
+    assert (mail.sender, mail.to, mail.subject, mail.text()) == (
+        "alice@gmail.com",
+        ["bob@example.com"],
+        "Hello",
+        "Hi Bob",
+    )
+
+
+async def test_group_connect_never_shows_the_consent_link_in_the_group(
+    telegram_fake: TelegramFake, google_fake: GoogleFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    bob = telegram_fake.add_user(1002, "Bob")
+    group = telegram_fake.group("Team", [alice, bob])
+    telegram = {"token": telegram_fake.token, "base_url": f"{telegram_fake.url}/bot"}
+    config = gmail_config(tmp_path, google_fake, telegram=telegram)
+    async with running(config) as base:
+        # Bob never started the bot: the group gets a deep-link button, not a login link.
+        telegram_fake.user_sends(bob, group, "/connect@MailBridgeTestBot")
+        hint = await telegram_fake.wait_for_message(group.id)
+        assert hint.buttons()[0]["url"] == "https://t.me/MailBridgeTestBot?start=connect"
+        # The deep link starts the login in the private chat.
+        telegram_fake.user_starts(bob, "connect")
+        private = await telegram_fake.wait_for_message(bob.id, lambda m: "10 minutes" in m.text)
+        assert url_in(private).startswith(f"{base}/connect/")
+        # Alice has a private chat with the bot: her link goes there.
+        telegram_fake.user_starts(alice)
+        await telegram_fake.wait_for_message(alice.id)
+        telegram_fake.user_sends(alice, group, "/connect")
+        note = await telegram_fake.wait_for_message(group.id)
+        assert note.text == "I sent you a direct message with your login link."
+        link = await telegram_fake.wait_for_message(alice.id, lambda m: "10 minutes" in m.text)
+        google_fake.auto_consent = "allow"
+        await follow(url_in(link))
+        await telegram_fake.wait_for_message(alice.id, lambda m: "Gmail connected" in m.text)
+        telegram_fake.user_sends(alice, group, "/mail@MailBridgeTestBot bob@example.com Team | hi")
+        said = await telegram_fake.wait_for_message(group.id, lambda m: "Mail #1" in m.text)
+        assert "sent from alice@gmail.com" in said.text
+    group_texts = " ".join(
+        m.text + json.dumps(m.reply_markup) for m in telegram_fake.sent if m.chat_id == group.id
+    )
+    assert "/connect/" not in group_texts
+    assert google_fake.base_url not in group_texts
+    assert len(google_fake.sent) == 1
