@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.google_fake import GoogleFake
-
 from benchmarks import scenarios
 from benchmarks.harness import connect_many, start_rig, stop_rig
+from tests.google_fake import GoogleFake
 from tests.synapse import Synapse
 from tests.telegram_fake import TelegramFake
 

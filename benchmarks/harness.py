@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from tests.google_fake import GoogleFake
 
 from bot import config as config_mod
 from bot.app import build_core, key_file
@@ -24,6 +23,7 @@ from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.botproc import free_port
+from tests.google_fake import GoogleFake
 
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
 

@@ -390,14 +390,17 @@ class GoogleFake:
             problem = _check_message(raw)
             if problem:
                 return _gmail_error(400, problem, "invalidArgument", "INVALID_ARGUMENT")
-        await asyncio.sleep(self.gmail_latency + fault.delay)
         if fault.status is not None:
+            await asyncio.sleep(self.gmail_latency + fault.delay)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
             reason = fault.reason or {429: "rateLimitExceeded", 401: "authError"}.get(
                 fault.status, "backendError"
             )
             return _gmail_error(fault.status, f"fault {fault.status}", reason, None, headers)
+        # Google takes the mail first; a slow answer comes after (so a client that dies while
+        # waiting has sent it all the same).
         mail = self._take(access.grant.account, raw)
+        await asyncio.sleep(self.gmail_latency + fault.delay)
         if fault.drop == "after":
             return _drop(request)
         return web.json_response({"id": mail.id, "threadId": mail.id, "labelIds": ["SENT"]})

@@ -15,8 +15,8 @@ BIN = Path(sys.executable).parent
 @pytest.mark.parametrize(
     "command",
     [
-        [str(BIN / "ruff"), "format", "--check", "--quiet", "."],
-        [str(BIN / "ruff"), "check", "--quiet", "."],
+        [str(BIN / "ruff"), "format", "--no-cache", "--check", "--quiet", "."],
+        [str(BIN / "ruff"), "check", "--no-cache", "--quiet", "."],
         [sys.executable, "-m", "mypy"],
     ],
     ids=["ruff-format", "ruff-check", "mypy"],
