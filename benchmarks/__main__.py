@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from benchmarks import scenarios
-from benchmarks.harness import connect_many, start_rig, stop_rig
-from tests.google_fake import GoogleFake
+from benchmarks.harness import connect_many, fake_in_thread, start_rig, stop_rig
+from bot import logs
 from tests.synapse import Synapse
 from tests.telegram_fake import TelegramFake
 
@@ -29,7 +29,7 @@ async def run(quick: bool) -> dict[str, float | str]:
     crowd = 200
     with tempfile.TemporaryDirectory(prefix="mailbridge-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        async with GoogleFake() as fake:
+        with fake_in_thread() as fake:
             rig = await start_rig(tmp, fake)
             try:
                 users = [str(1000 + i) for i in range(crowd)]
@@ -65,6 +65,7 @@ async def run(quick: bool) -> dict[str, float | str]:
 
 
 def main() -> int:
+    logs.setup("warning")
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a shorter run (under a minute)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")

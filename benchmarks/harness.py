@@ -4,11 +4,13 @@ chat that timestamps what the bot says, and connecting users through the real co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,26 @@ async def stop_rig(rig: Rig) -> None:
     await rig.web.stop()
     await rig.core.backend.close()
     await rig.core.db.close()
+
+
+@contextlib.contextmanager
+def fake_in_thread() -> Iterator[GoogleFake]:
+    """Run the Google fake on an event loop of its own thread, as if it were another machine:
+    the naive baseline blocks our loop, and a fake on that loop could then never answer."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="google-fake", daemon=True)
+    thread.start()
+    fake = asyncio.run_coroutine_threadsafe(_started(), loop).result(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+async def _started() -> GoogleFake:
+    return await GoogleFake().start()
 
 
 LINK = re.compile(r"https?://\S+/connect/\S+")

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,15 +69,17 @@ class GmailBackend:
         self,
         client: GoogleClient,
         accounts: Accounts,
-        max_workers: int = 16,
+        max_workers: int = 100,
         timeout: float = 30.0,
     ) -> None:
         self._client = client
         self._accounts = accounts
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="google")
+        # Threads wait on Google, not on the CPU: the pool is sized for sends in flight.
         self._http = urllib3.PoolManager(maxsize=max_workers, retries=False)
         self._timeout = timeout
         self._tokens: dict[str, _Token] = {}
+        self._local = threading.local()
         self._refreshing: dict[str, asyncio.Lock] = {}
 
     async def sender(self, user_key: str) -> EmailAddress:
@@ -191,16 +194,7 @@ class GmailBackend:
     # The functions below run in the thread pool.
 
     def _send_sync(self, token: str, raw: bytes) -> dict[str, Any]:
-        http = NoRetryHttp(self._http, self._timeout, bearer=token)
-        service = build(
-            "gmail",
-            "v1",
-            http=http,
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": self._client.api_endpoint},
-        )
-        messages = service.users().messages()
+        messages = self._messages()
         if len(raw) <= SIMPLE_UPLOAD_LIMIT:
             body = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
             request = messages.send(userId="me", body=body)
@@ -209,8 +203,27 @@ class GmailBackend:
             # resumable upload would be several requests, each a chance to half-send).
             media = MediaIoBaseUpload(io.BytesIO(raw), mimetype="message/rfc822", resumable=False)
             request = messages.send(userId="me", body={}, media_body=media)
-        result: dict[str, Any] = request.execute(num_retries=0)
+        http = NoRetryHttp(self._http, self._timeout, bearer=token)  # one per call
+        result: dict[str, Any] = request.execute(http=http, num_retries=0)
         return result
+
+    def _messages(self) -> Any:
+        """Return this thread's ``users().messages()`` resource, built on first use.
+
+        Resource objects are not thread-safe, so each pool thread has its own; the HTTP object
+        is per call (``execute(http=...)``), so none is ever shared between requests."""
+        messages = getattr(self._local, "messages", None)
+        if messages is None:
+            service = build(
+                "gmail",
+                "v1",
+                http=NoRetryHttp(self._http, self._timeout),
+                static_discovery=True,
+                cache_discovery=False,
+                client_options={"api_endpoint": self._client.api_endpoint},
+            )
+            messages = self._local.messages = service.users().messages()
+        return messages
 
     def _refresh_sync(self, refresh_token: str) -> _Token:
         creds = Credentials(  # type: ignore[no-untyped-call]

@@ -36,6 +36,7 @@ def setup(level: str) -> None:
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     # oauthlib warns that Google returned "userinfo.email" for the "email" we asked: noise.
-    logging.getLogger("oauthlib").setLevel(logging.ERROR)
+    for name in ("oauthlib", "google.oauth2.credentials"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     for name in NO_DEBUG:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))

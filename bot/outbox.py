@@ -74,7 +74,7 @@ class Outbox:
         box: SecretBox,
         backend: MailBackend,
         notify: Notify,
-        concurrency: int = 32,
+        concurrency: int = 100,
     ) -> None:
         self._db = db
         self._box = box
@@ -243,7 +243,13 @@ class Outbox:
             assert found is not None
             row, raw = _row(found[:-1]), self._box.open(found[-1])
             outcome = await self._send(row, raw)
-            await self._set(row_id, outcome.state, _detail(outcome))
+            try:
+                await self._set(row_id, outcome.state, _detail(outcome))
+                if outcome.state == SENT:
+                    await self._remember_recipients(row)
+            except Exception:
+                # The send is done: whatever failed here, its owner must still hear of it.
+                log.exception("outbox %d: recording the outcome failed", row_id)
             await self._tell(row, outcome)
 
     async def _send(self, row: OutboxRow, raw: bytes) -> Outcome:
@@ -259,11 +265,15 @@ class Outbox:
             log.exception("outbox %d: unexpected error while sending", row.id)
             return Outcome(UNKNOWN)
         log.info("outbox %d sent", row.id)
-        await self._db.executemany(
-            "INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES (?, ?)",
-            [(row.user_key, a.lower()) for a in (*row.to, *row.cc, *row.bcc)],
-        )
         return Outcome(SENT, receipt=receipt)
+
+    async def _remember_recipients(self, row: OutboxRow) -> None:
+        addresses = sorted({a.lower() for a in (*row.to, *row.cc, *row.bcc)})
+        values = ", ".join("(?, ?)" for _ in addresses)
+        params = [p for a in addresses for p in (row.user_key, a)]
+        await self._db.execute(
+            f"INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES {values}", params
+        )
 
     async def _set(self, row_id: int, state: str, detail: str | None) -> None:
         # Sent mail needs no content any more; failed and unknown keep it for /retry.

@@ -2,44 +2,117 @@
 
 It speaks the documented wire formats, so the real client libraries (google-auth-oauthlib for the
 authorization URL and code exchange, google-auth for refreshes, google-api-python-client for
-sends) work against it unchanged, only pointed at its URLs. Test controls: which account logs in,
-what the user does on the consent page, and faults to inject.
+sends, simple, multipart, media and resumable) work against it unchanged, only pointed at its URLs.
+Test controls: which account logs in, what the user does on the consent page, token lifetimes,
+revocations and faults to inject. ``python -m tests.google_fake --port N`` runs it on its own, with
+a small JSON control API under ``/_fake/``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from email.message import EmailMessage
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
 from html import escape
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, Literal, NoReturn
+from urllib.parse import unquote, urlencode
 
 import pytest
 from aiohttp import web
 
-GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
+OPENID = "openid"
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
-MAX_MESSAGE = 35 * 1024 * 1024
+PROFILE_SCOPE = "https://www.googleapis.com/auth/userinfo.profile"
+GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
+MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit on a message as sent
+SEND_PATH = "/gmail/v1/users/me/messages/send"
+UPLOAD_PATH = "/upload" + SEND_PATH
+
+_ALIASES = {"email": EMAIL_SCOPE, "profile": PROFILE_SCOPE}
+_SIGN_IN = (OPENID, EMAIL_SCOPE, PROFILE_SCOPE)  # come with the account: no checkbox
+_SCOPE_TEXT = {
+    OPENID: "Associate you with your personal info on Google",
+    EMAIL_SCOPE: "See your primary Google Account email address",
+    PROFILE_SCOPE: "See your personal info, including any you've made publicly available",
+    GMAIL_SEND: "Send email on your behalf",
+}
+_UNAUTHENTICATED = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+    "or other valid authentication credential. "
+    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+# status: (message, default errors[].reason, status name) as Gmail answers them
+_GMAIL_ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("Bad Request", "badRequest", "INVALID_ARGUMENT"),
+    401: (_UNAUTHENTICATED, "authError", "UNAUTHENTICATED"),
+    403: ("Request had insufficient authentication scopes.", "forbidden", "PERMISSION_DENIED"),
+    429: ("User-rate limit exceeded.", "rateLimitExceeded", "RESOURCE_EXHAUSTED"),
+    500: ("Backend Error", "backendError", "INTERNAL"),
+    503: ("The service is currently unavailable.", "backendError", "UNAVAILABLE"),
+}
+_LIMIT_MESSAGES = {
+    "rateLimitExceeded": "Rate Limit Exceeded",
+    "userRateLimitExceeded": "User Rate Limit Exceeded",
+    "dailyLimitExceeded": "Daily Limit Exceeded",
+    "quotaExceeded": "Quota exceeded",
+}
+_SETTABLE = {"auto_consent", "next_account", "gmail_latency", "access_token_lifetime"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fault:
-    """One injected answer: an HTTP error, a slow answer, or a dropped connection."""
+    """One injected answer: an HTTP error, a slow answer, or a dropped connection.
+
+    ``drop="before"``: the request is read, then the connection closes and nothing is sent;
+    ``drop="after"``: Google takes the mail, then the connection closes without an answer.
+    """
 
     status: int | None = None
     reason: str | None = None  # errors[].reason, e.g. "rateLimitExceeded"
-    retry_after: float | None = None
-    delay: float = 0.0  # seconds before answering
-    drop: str | None = None  # "before": drop, mail not taken; "after": mail taken, then drop
+    retry_after: float | None = None  # seconds, sent as the Retry-After header
+    delay: float = 0.0  # seconds before answering (after taking the mail)
+    drop: Literal["before", "after"] | None = None
+    message: str | None = None
+
+    @classmethod
+    def too_many_requests(cls, retry_after: float | None = None) -> Fault:
+        return cls(429, "rateLimitExceeded", retry_after)
+
+    @classmethod
+    def limit(cls, reason: str = "rateLimitExceeded", retry_after: float | None = None) -> Fault:
+        """A 403 usage limit: rateLimitExceeded, userRateLimitExceeded or dailyLimitExceeded."""
+        return cls(403, reason, retry_after)
+
+    @classmethod
+    def slow(cls, seconds: float) -> Fault:
+        return cls(delay=seconds)
+
+    @classmethod
+    def dropped(cls, when: Literal["before", "after"] = "after") -> Fault:
+        return cls(drop=when)
+
+    @classmethod
+    def parse(cls, item: Fault | int | dict[str, Any]) -> Fault:
+        """A fault from a status code or a JSON object of the fields (for the control API)."""
+        if isinstance(item, Fault):
+            return item
+        return cls(status=item) if isinstance(item, int) else cls(**item)
+
+
+TokenFault = Fault | int | str  # str: an OAuth error code such as "invalid_grant"
 
 
 @dataclass
@@ -47,25 +120,17 @@ class SentMail:
     """A message Gmail accepted (or took before the connection dropped)."""
 
     account: str
-    raw: bytes
-    message: EmailMessage
+    raw: bytes  # as the client sent it
+    message: EmailMessage  # as recipients get it: From is the account, no Bcc header
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
     id: str
 
     @property
-    def to(self) -> list[str]:
-        return _addresses(self.message, "To")
-
-    @property
-    def cc(self) -> list[str]:
-        return _addresses(self.message, "Cc")
-
-    @property
-    def bcc(self) -> list[str]:
-        return _addresses(self.message, "Bcc")
-
-    @property
-    def subject(self) -> str:
-        return str(self.message["Subject"] or "")
+    def thread_id(self) -> str:
+        return self.id
 
     @property
     def sender(self) -> str:
@@ -75,6 +140,10 @@ class SentMail:
         body = self.message.get_body(("plain",))
         assert body is not None
         return str(body.get_content()).replace("\r\n", "\n").removesuffix("\n")
+
+    def as_json(self) -> dict[str, Any]:
+        fields = ("account", "to", "cc", "bcc", "subject", "id")
+        return {k: getattr(self, k) for k in fields} | {"raw": _b64(self.raw), "from": self.sender}
 
 
 @dataclass
@@ -91,13 +160,22 @@ class _Code:
     scopes: list[str]
     redirect_uri: str
     challenge: str
+    expires_at: float
     used: bool = False
 
 
 @dataclass
 class _Access:
     grant: _Grant
+    scopes: list[str]  # a refresh may narrow them
     expires_at: float
+
+
+@dataclass
+class _Upload:
+    account: str
+    total: int | None
+    data: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
@@ -106,48 +184,56 @@ class GoogleFake:
 
     client_id: str = "1234-fake.apps.googleusercontent.com"
     client_secret: str = "fake-client-secret"
-    next_account: str = "alice@gmail.com"
-    auto_consent: str | None = None  # None: show the page; "allow" | "deny" | "untick"
+    app_name: str = "mailbridge"
+    next_account: str = "alice@gmail.com"  # who is signed in at the consent screen
+    auto_consent: Literal["allow", "deny", "untick"] | None = None  # None: show the page
     access_token_lifetime: int = 3599
     gmail_latency: float = 0.0
-    gmail_faults: list[Fault] = field(default_factory=list)
-    token_faults: list[Fault | str] = field(default_factory=list)  # or "invalid_grant"
+    gmail_faults: list[Fault | int] = field(default_factory=list)  # one per Gmail request
+    token_faults: list[TokenFault] = field(default_factory=list)  # one per token request
     sent: list[SentMail] = field(default_factory=list)
-    auth_requests: list[dict[str, str]] = field(default_factory=list)
+    auth_requests: list[dict[str, str]] = field(default_factory=list)  # query parameters
     token_requests: list[str] = field(default_factory=list)  # grant types, in order
     gmail_requests: int = 0
-    revoked: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)  # accounts revoked over HTTP
     port: int = 0
 
     def __post_init__(self) -> None:
         self.accounts: set[str] = {self.next_account}
-        self.redirect_uris: list[str] = []
+        self.redirect_uris: list[str] = []  # empty: any redirect URI is accepted
+        self._consented: dict[str, list[str]] = {}  # account: scopes granted so far
         self._codes: dict[str, _Code] = {}
-        self._pending: dict[str, dict[str, str]] = {}
-        self._grants: dict[str, _Grant] = {}
-        self._access: dict[str, _Access] = {}
+        self._pending: dict[str, tuple[dict[str, str], str]] = {}
+        self._grants: dict[str, _Grant] = {}  # by refresh token
+        self._access: dict[str, _Access] = {}  # by access token
+        self._uploads: dict[str, _Upload] = {}
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
-        self.requested = asyncio.Event()  # set by every Gmail send request
+        self.requested = asyncio.Event()  # set by every Gmail request
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> GoogleFake:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        """Listen on 127.0.0.1 (a free port unless ``port`` was set)."""
+        app = web.Application(client_max_size=2 * MAX_MESSAGE)
         app.router.add_get("/o/oauth2/auth", self._authorize)
         app.router.add_post("/o/oauth2/decide", self._decide)
         app.router.add_post("/token", self._token)
         app.router.add_post("/revoke", self._revoke)
-        app.router.add_post("/gmail/v1/users/me/messages/send", self._send)
-        app.router.add_post("/upload/gmail/v1/users/me/messages/send", self._send)
-        self._runner = web.AppRunner(app, access_log=None)
+        app.router.add_post(SEND_PATH, self._send)
+        app.router.add_post(UPLOAD_PATH, self._send)
+        app.router.add_put(UPLOAD_PATH, self._send)  # resumable upload chunks
+        app.router.add_get("/_fake/state", self._state)
+        app.router.add_get("/_fake/sent", self._sent)
+        app.router.add_post("/_fake/control", self._control)
+        self._runner = web.AppRunner(app, access_log=None)  # URLs may carry tokens
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
+        """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -176,6 +262,7 @@ class GoogleFake:
 
     @property
     def api_endpoint(self) -> str:
+        """For ``client_options={"api_endpoint": ...}``: the root that Gmail paths follow."""
         return self.base_url
 
     def client_secrets_json(self, redirect_uris: list[str] | None = None) -> dict[str, Any]:
@@ -194,18 +281,25 @@ class GoogleFake:
             }
         }
 
-    # -- test controls ---------------------------------------------------------------------
+    # -- test controls -----------------------------------------------------------------------
 
     def add_account(self, email: str) -> None:
+        """Make ``email`` a known Google account (the consent screen adds its user too)."""
         self.accounts.add(email)
 
     def revoke_all(self, email: str) -> None:
         """The user removed the app's access (or changed their password)."""
+        self._consented.pop(email, None)
         for grant in self._grants.values():
             if grant.account == email:
                 grant.revoked = True
 
+    def revoke_refresh_token(self, refresh_token: str) -> None:
+        """End one grant, as Google does after 6 months unused or 7 days in Testing mode."""
+        self._grants[refresh_token].revoked = True
+
     def expire_access_tokens(self) -> None:
+        """Make every access token issued so far expired (Gmail then answers 401)."""
         for access in self._access.values():
             access.expires_at = 0.0
 
@@ -217,132 +311,160 @@ class GoogleFake:
                 await self._changed.wait()
         return self.sent
 
-    # -- OAuth -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What an out-of-process test needs to see (no tokens)."""
+        return {
+            "base_url": self.base_url,
+            "client_secrets": self.client_secrets_json(),
+            "sent": [m.as_json() for m in self.sent],
+            "gmail_requests": self.gmail_requests,
+            "token_requests": self.token_requests,
+            "auth_requests": len(self.auth_requests),
+            "revoked": self.revoked,
+        }
+
+    # -- OAuth: consent ----------------------------------------------------------------------
 
     async def _authorize(self, request: web.Request) -> web.Response:
         q = dict(request.query)
         self.auth_requests.append(q)
+        if q.get("client_id") != self.client_id:
+            return _error_page(401, "invalid_client", "The OAuth client was not found.")
+        redirect = q.get("redirect_uri", "")
+        if not redirect or (self.redirect_uris and redirect not in self.redirect_uris):
+            return _error_page(400, "redirect_uri_mismatch", "The redirect URI is not registered.")
         problems = [
             name
             for name, ok in [
-                ("client_id", q.get("client_id") == self.client_id),
-                ("redirect_uri", bool(q.get("redirect_uri"))
-                 and (not self.redirect_uris or q["redirect_uri"] in self.redirect_uris)),
                 ("response_type", q.get("response_type") == "code"),
                 ("scope", bool(q.get("scope"))),
-                ("code_challenge_method", q.get("code_challenge_method") == "S256"),
+                ("state", bool(q.get("state"))),
                 ("code_challenge", bool(q.get("code_challenge"))),
+                ("code_challenge_method", q.get("code_challenge_method") == "S256"),
             ]
             if not ok
-        ]  # fmt: skip
+        ]
         if problems:
-            text = f"Error 400: invalid_request ({', '.join(problems)})"
-            return web.Response(status=400, text=text)
+            return _error_page(400, "invalid_request", f"Missing or bad: {', '.join(problems)}")
+        account = self.next_account
+        self.accounts.add(account)
+        asked = _scopes(q["scope"])
         if self.auto_consent is not None:
-            return self._redirect(q, self.auto_consent)
-        request_id = secrets.token_urlsafe(8)
-        self._pending[request_id] = q
-        scopes = q["scope"].split()
-        boxes = "".join(
-            f'<label><input type="checkbox" name="scope" value="{escape(s)}" checked> '
-            f"{'Send email on your behalf' if s == GMAIL_SEND else escape(s)}</label><br>"
-            for s in scopes
+            ticked = [] if self.auto_consent == "untick" else asked
+            self._answer(q, account, self.auto_consent != "deny", ticked)
+        request_id = secrets.token_urlsafe(12)
+        self._pending[request_id] = (q, account)
+        items = "".join(
+            f"<li>{escape(_SCOPE_TEXT.get(s, s))}</li>"
+            if s in _SIGN_IN
+            else f'<li><label><input type="checkbox" name="scope" value="{escape(s)}" checked> '
+            f"{escape(_SCOPE_TEXT.get(s, s))}</label></li>"
+            for s in asked
         )
         page = (
-            "<!doctype html><title>Sign in - Google Accounts</title>"
-            f"<h1>{escape(self.next_account)}</h1><p>mailbridge wants to access your account</p>"
-            f'<form method="post" action="/o/oauth2/decide">'
-            f'<input type="hidden" name="request" value="{request_id}">{boxes}'
-            '<button name="decision" value="deny">Cancel</button>'
+            '<!doctype html><meta charset="utf-8"><title>Sign in - Google Accounts</title>'
+            f"<h1>{escape(account)}</h1>"
+            f"<p>{escape(self.app_name)} wants access to your Google Account</p>"
+            '<form method="post" action="/o/oauth2/decide">'
+            f'<input type="hidden" name="request" value="{request_id}"><ul>{items}</ul>'
+            '<button name="decision" value="deny">Cancel</button> '
             '<button name="decision" value="allow">Continue</button></form>'
         )
         return web.Response(text=page, content_type="text/html")
 
     async def _decide(self, request: web.Request) -> web.Response:
         form = await request.post()
-        q = self._pending.pop(str(form.get("request", "")), None)
-        if q is None:
-            return web.Response(status=400, text="unknown request")
-        if form.get("decision") != "allow":
-            return self._redirect(q, "deny")
-        ticked = {str(v) for v in form.getall("scope", [])}
-        return self._redirect(q, "allow" if GMAIL_SEND in ticked else "untick")
+        pending = self._pending.pop(str(form.get("request", "")), None)
+        if pending is None:
+            return _error_page(400, "invalid_request", "This consent page has expired.")
+        q, account = pending
+        ticked = [str(v) for v in form.getall("scope", [])]
+        self._answer(q, account, form.get("decision") == "allow", ticked)
 
-    def _redirect(self, q: dict[str, str], decision: str) -> web.Response:
-        params: dict[str, str] = {"state": q.get("state", "")}
-        if decision == "deny":
+    def _answer(
+        self, q: dict[str, str], account: str, allowed: bool, ticked: list[str]
+    ) -> NoReturn:
+        """Redirect back to the app as Google does after the user's choice."""
+        params = {"state": q["state"]}
+        if not allowed:
             params["error"] = "access_denied"
-        else:
-            scopes = ["openid", EMAIL_SCOPE]
-            if decision == "allow":
-                scopes.append(GMAIL_SEND)
-            code = "4/0A" + secrets.token_urlsafe(24)
-            self._codes[code] = _Code(
-                self.next_account, scopes, q["redirect_uri"], q["code_challenge"]
-            )
-            params |= {
-                "code": code,
-                "scope": " ".join(scopes),
-                "authuser": "0",
-                "prompt": "consent",
-            }
+            raise web.HTTPFound(f"{q['redirect_uri']}?{urlencode(params)}")
+        # Sign-in scopes come with the account; the others only if their box stayed ticked.
+        granted = [s for s in _scopes(q["scope"]) if s in _SIGN_IN or s in ticked]
+        if q.get("include_granted_scopes") == "true":  # incremental authorization
+            granted += [s for s in self._consented.get(account, []) if s not in granted]
+        self._consented[account] = list(granted)
+        code = "4/0A" + secrets.token_urlsafe(40)
+        self._codes[code] = _Code(
+            account, granted, q["redirect_uri"], q["code_challenge"], time.time() + 600
+        )
+        params |= {"code": code, "scope": " ".join(granted), "authuser": "0", "prompt": "consent"}
         raise web.HTTPFound(f"{q['redirect_uri']}?{urlencode(params)}")
 
-    async def _token(self, request: web.Request) -> web.Response:
+    # -- OAuth: tokens -----------------------------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
         form = {k: str(v) for k, v in (await request.post()).items()}
         grant_type = form.get("grant_type", "")
         self.token_requests.append(grant_type)
         if self.token_faults:
-            fault = self.token_faults.pop(0)
-            if fault == "invalid_grant":
-                return _oauth_error("invalid_grant", "Token has been expired or revoked.")
-            assert isinstance(fault, Fault)
-            await asyncio.sleep(fault.delay)
-            if fault.status:
-                return web.json_response({"error": "internal_failure"}, status=fault.status)
+            answer = await _token_fault(request, self.token_faults.pop(0))
+            if answer is not None:
+                return answer
         client_id, secret = form.get("client_id"), form.get("client_secret")
-        if "Authorization" in request.headers:
-            decoded = base64.b64decode(request.headers["Authorization"].split()[-1]).decode()
-            client_id, _, secret = decoded.partition(":")
-        if client_id != self.client_id or secret != self.client_secret:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):  # client_secret_basic (requests-oauthlib's default)
+            decoded = base64.b64decode(auth.removeprefix("Basic ")).decode()
+            client_id, secret = (unquote(p) for p in decoded.partition(":")[::2])
+        if client_id != self.client_id:
             return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
+        if secret != self.client_secret:
+            return _oauth_error("invalid_client", "Unauthorized", 401)
         if grant_type == "authorization_code":
             return self._exchange(form)
         if grant_type == "refresh_token":
             grant = self._grants.get(form.get("refresh_token", ""))
             if grant is None or grant.revoked:
                 return _oauth_error("invalid_grant", "Token has been expired or revoked.")
-            return web.json_response(self._access_token(grant))
+            wanted = _scopes(form.get("scope", ""))
+            invalid = [s for s in wanted if s not in grant.scopes]  # narrow, never widen
+            if invalid:
+                text = f"Some requested scopes were invalid. {{invalid=[{', '.join(invalid)}]}}"
+                return _oauth_error("invalid_scope", text)
+            return web.json_response(self._tokens(grant, wanted or grant.scopes))
         return _oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
     def _exchange(self, form: dict[str, str]) -> web.Response:
         code = self._codes.get(form.get("code", ""))
-        if code is None or code.used:
+        if code is None:
             return _oauth_error("invalid_grant", "Malformed auth code.")
-        code.used = True
+        if code.used or code.expires_at < time.time():
+            return _oauth_error("invalid_grant", "Bad Request")
+        code.used = True  # single use, even when the exchange below fails
         if form.get("redirect_uri") != code.redirect_uri:
             return _oauth_error("redirect_uri_mismatch", "Bad Request")
         verifier = form.get("code_verifier", "")
-        digest = hashlib.sha256(verifier.encode()).digest()
-        challenge = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        challenge = _b64(hashlib.sha256(verifier.encode()).digest())
         if not verifier or not hmac.compare_digest(challenge, code.challenge):
             return _oauth_error("invalid_grant", "Invalid code verifier.")
-        grant = _Grant(code.account, code.scopes, "1//0g" + secrets.token_urlsafe(32))
+        grant = _Grant(code.account, code.scopes, "1//0g" + secrets.token_urlsafe(70))
         self._grants[grant.refresh_token] = grant
-        body = self._access_token(grant)
-        body["refresh_token"] = grant.refresh_token
-        body["id_token"] = self._id_token(code.account)
-        return web.json_response(body)
+        return web.json_response(self._tokens(grant, grant.scopes, refresh=True))
 
-    def _access_token(self, grant: _Grant) -> dict[str, Any]:
-        token = "ya29.a0" + secrets.token_urlsafe(32)
-        self._access[token] = _Access(grant, time.time() + self.access_token_lifetime)
-        return {
+    def _tokens(self, grant: _Grant, scopes: list[str], refresh: bool = False) -> dict[str, Any]:
+        token = "ya29.a0" + secrets.token_urlsafe(100)
+        self._access[token] = _Access(grant, scopes, time.time() + self.access_token_lifetime)
+        body: dict[str, Any] = {
             "access_token": token,
             "expires_in": self.access_token_lifetime,
-            "scope": " ".join(grant.scopes),
+            "scope": " ".join(scopes),
             "token_type": "Bearer",
         }
+        if refresh:
+            body["refresh_token"] = grant.refresh_token
+        if OPENID in scopes:
+            body["id_token"] = self._id_token(grant.account)
+        return body
 
     def _id_token(self, account: str) -> str:
         now = int(time.time())
@@ -356,148 +478,303 @@ class GoogleFake:
             "iat": now,
             "exp": now + 3600,
         }
-        parts = [{"alg": "RS256", "kid": "fake", "typ": "JWT"}, claims]
-        encoded = [_b64(json.dumps(p).encode()) for p in parts]
-        return ".".join([*encoded, _b64(secrets.token_bytes(256))])
+        header = {"alg": "RS256", "kid": "fake-key-1", "typ": "JWT"}
+        parts = [_b64(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims)]
+        return ".".join([*parts, _b64(secrets.token_bytes(256))])
 
     async def _revoke(self, request: web.Request) -> web.Response:
         token = request.query.get("token") or str((await request.post()).get("token", ""))
-        grant = self._grants.get(token)
-        if grant is None and token in self._access:
-            grant = self._access[token].grant
-        if grant is None:
-            return web.json_response({"error": "invalid_token"}, status=400)
-        grant.revoked = True
+        grant = self._grants.get(token) or getattr(self._access.get(token), "grant", None)
+        if grant is None or grant.revoked:
+            return web.json_response(
+                {"error": "invalid_token", "error_description": "Token expired or revoked"},
+                status=400,
+            )
+        self.revoke_all(grant.account)  # Google drops the app's whole access to the account
         self.revoked.append(grant.account)
         return web.json_response({})
 
-    # -- Gmail -----------------------------------------------------------------------------
+    # -- Gmail -------------------------------------------------------------------------------
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         self.gmail_requests += 1
         self.requested.set()
         body = await request.read()
-        fault = self.gmail_faults.pop(0) if self.gmail_faults else Fault()
+        fault = Fault.parse(self.gmail_faults.pop(0)) if self.gmail_faults else Fault()
         if fault.drop == "before":
+            await asyncio.sleep(fault.delay)
             return _drop(request)
-        access = self._authorized(request)
-        if isinstance(access, web.Response):
-            return access
-        raw = _raw_message(request, body)
-        if raw is None:
-            return _gmail_error(400, "Invalid raw message", "invalidArgument", "INVALID_ARGUMENT")
-        if fault.status is None and fault.drop is None:
-            problem = _check_message(raw)
-            if problem:
-                return _gmail_error(400, problem, "invalidArgument", "INVALID_ARGUMENT")
+        upload_id = request.query.get("upload_id")
+        upload = self._uploads.get(upload_id or "")
+        if upload_id is None:
+            access = self._authorized(request)
+            if isinstance(access, web.Response):
+                return access
+            account = access.grant.account
+        elif upload is None or request.method != "PUT":
+            return _gmail_error(404, "Not Found", "notFound", "NOT_FOUND")
+        else:  # resumable chunks are authorized by their session URL
+            account = upload.account
         if fault.status is not None:
             await asyncio.sleep(self.gmail_latency + fault.delay)
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
-            reason = fault.reason or {429: "rateLimitExceeded", 401: "authError"}.get(
-                fault.status, "backendError"
-            )
-            return _gmail_error(fault.status, f"fault {fault.status}", reason, None, headers)
-        # Google takes the mail first; a slow answer comes after (so a client that dies while
-        # waiting has sent it all the same).
-        mail = self._take(access.grant.account, raw)
+            return _fault_error(fault)
+        if upload is not None:
+            raw = _chunk(request, upload, body)
+            if raw is None:
+                return web.Response(status=308, headers=_range(upload))
+            self._uploads.pop(upload_id or "")
+        elif request.query.get("uploadType") == "resumable":
+            total = request.headers.get("X-Upload-Content-Length")
+            upload_id = secrets.token_urlsafe(24)
+            self._uploads[upload_id] = _Upload(account, int(total) if total else None)
+            query = urlencode({"uploadType": "resumable", "upload_id": upload_id})
+            return web.Response(headers={"Location": f"{self.base_url}{UPLOAD_PATH}?{query}"})
+        else:
+            raw = _raw_message(request, body)
+        if raw is None:
+            return _invalid("Invalid value for ByteString")
+        problem = _check_message(raw)
+        if problem:
+            return _invalid(problem)
+        # Google takes the mail first; a slow answer comes after (so a client that gives up
+        # while waiting has sent it all the same).
+        mail = self._take(account, raw)
         await asyncio.sleep(self.gmail_latency + fault.delay)
         if fault.drop == "after":
             return _drop(request)
-        return web.json_response({"id": mail.id, "threadId": mail.id, "labelIds": ["SENT"]})
+        return web.json_response({"id": mail.id, "threadId": mail.thread_id, "labelIds": ["SENT"]})
 
     def _authorized(self, request: web.Request) -> _Access | web.Response:
-        header = request.headers.get("Authorization", "")
-        access = self._access.get(header.removeprefix("Bearer ").strip())
-        if access is None or access.expires_at < time.time() or access.grant.revoked:
-            return _gmail_error(
-                401,
-                "Request had invalid authentication credentials. Expected OAuth 2 access token, "
-                "login cookie or other valid authentication credential.",
-                "authError",
-                "UNAUTHENTICATED",
-            )
-        if GMAIL_SEND not in access.grant.scopes:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        access = self._access.get(token)
+        why = "CREDENTIALS_MISSING" if not token else "ACCESS_TOKEN_TYPE_UNSUPPORTED"
+        if access is not None and access.expires_at < time.time():
+            why = "ACCESS_TOKEN_EXPIRED"
+        elif access is not None and not access.grant.revoked:
+            if GMAIL_SEND in access.scopes:
+                return access
             return _gmail_error(
                 403,
-                "Request had insufficient authentication scopes.",
+                _GMAIL_ERRORS[403][0],
                 "insufficientPermissions",
                 "PERMISSION_DENIED",
+                detail="ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                entry_message="Insufficient Permission",
             )
-        return access
+        return _gmail_error(
+            401,
+            _UNAUTHENTICATED,
+            "authError",
+            "UNAUTHENTICATED",
+            detail=why,
+            entry_message="Invalid Credentials",
+            headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+        )
 
     def _take(self, account: str, raw: bytes) -> SentMail:
         msg = message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
-        # Gmail sends from the authenticated account whatever the From header says.
-        display = msg["From"].addresses[0].display_name if msg["From"] else ""
+        to, cc, bcc = (_addresses(msg, name) for name in ("To", "Cc", "Bcc"))
+        del msg["Bcc"]  # recipients never see Bcc
+        # Gmail sends from the authenticated account, whatever the From header says.
+        shown = msg["From"].addresses if msg["From"] else ()
+        display = shown[0].display_name if shown else ""
         del msg["From"]
-        msg["From"] = f"{display} <{account}>" if display else account
-        mail = SentMail(account, raw, msg, secrets.token_hex(8))
+        msg["From"] = Address(display, addr_spec=account)
+        mail = SentMail(account, raw, msg, to, cc, bcc, str(msg["Subject"] or ""), _gmail_id())
         self.sent.append(mail)
         self._changed.set()
         return mail
+
+    # -- control API (for a fake in another process) ----------------------------------------
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def _sent(self, request: web.Request) -> web.Response:
+        return web.json_response([m.as_json() for m in self.sent])
+
+    async def _control(self, request: web.Request) -> web.Response:
+        """Set any of ``_SETTABLE`` and ``redirect_uris``; append ``gmail_faults`` and
+        ``token_faults``; ``add_account``, ``revoke_all`` (addresses), ``expire_access_tokens``."""
+        data: dict[str, Any] = await request.json()
+        for key in _SETTABLE & data.keys():
+            setattr(self, key, data[key])
+        if "redirect_uris" in data:
+            self.redirect_uris = list(data["redirect_uris"])
+        self.gmail_faults += [Fault.parse(f) for f in data.get("gmail_faults", [])]
+        self.token_faults += [
+            Fault.parse(f) if isinstance(f, dict) else f for f in data.get("token_faults", [])
+        ]
+        if "add_account" in data:
+            self.add_account(data["add_account"])
+        if "revoke_all" in data:
+            self.revoke_all(data["revoke_all"])
+        if data.get("expire_access_tokens"):
+            self.expire_access_tokens()
+        return web.json_response(self.state())
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def _addresses(msg: EmailMessage, name: str) -> list[str]:
-    header = msg[name]
-    return [a.addr_spec for a in header.addresses] if header is not None else []
+def _gmail_id() -> str:
+    return f"{secrets.randbits(60) | 1 << 60:x}"  # 16 hex digits, like Gmail's ids
+
+
+def _scopes(value: str) -> list[str]:
+    return list(dict.fromkeys(_ALIASES.get(s, s) for s in value.split()))
+
+
+def _addresses(msg: Message, name: str) -> list[str]:
+    return [a.addr_spec for a in getattr(msg[name], "addresses", ())]
 
 
 def _raw_message(request: web.Request, body: bytes) -> bytes | None:
-    upload = request.query.get("uploadType")
+    """The RFC 5322 bytes of a simple (JSON), multipart or media send."""
+    kind = request.query.get("uploadType")
+    if kind == "media":
+        return body
+    if kind == "multipart":  # multipart/related: JSON metadata, then the message as is
+        head = Message()
+        head["Content-Type"] = request.headers.get("Content-Type", "")
+        boundary = head.get_boundary()
+        if boundary is None:
+            return None
+        parts = body.split(b"--" + boundary.encode())[1:-1]
+        if len(parts) != 2:
+            return None
+        part = parts[1].removeprefix(b"\r\n").removeprefix(b"\n")
+        cut = min((i for i in (part.find(b"\r\n\r\n"), part.find(b"\n\n")) if i >= 0), default=-1)
+        if cut < 0:
+            return None
+        headers = BytesHeaderParser().parsebytes(part[:cut])
+        if headers.get_content_type() != "message/rfc822":
+            return None
+        content = part[cut:].removeprefix(b"\r\n\r\n").removeprefix(b"\n\n")
+        return content.removesuffix(b"\n").removesuffix(b"\r")  # the delimiter's line break
     try:
-        if upload is None:
-            raw = json.loads(body)["raw"]
-            return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        if upload == "media":
-            return body
-        if upload == "multipart":  # multipart/related: JSON metadata, then the message
-            head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
-            container = message_from_bytes(head + body, policy=policy.compat32)
-            parts = container.get_payload()
-            assert isinstance(parts, list)
-            payload = parts[-1].get_payload(decode=True)
-            if payload is None:  # message/rfc822 parts come back parsed
-                inner = parts[-1].get_payload()
-                payload = (inner[0] if isinstance(inner, list) else inner).as_bytes()
-            return bytes(payload)
-    except (ValueError, KeyError, IndexError, AssertionError, TypeError):
+        raw = str(json.loads(body or b"{}").get("raw", ""))
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, TypeError, AttributeError):
         return None
-    return None
+
+
+def _chunk(request: web.Request, upload: _Upload, body: bytes) -> bytes | None:
+    """Add a resumable chunk; return the whole message once complete."""
+    got = re.fullmatch(
+        r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", request.headers.get("Content-Range", "")
+    )
+    if got and got.group(1) is not None and int(got.group(1)) == len(upload.data):
+        upload.data += body
+    if got and got.group(2) != "*":
+        upload.total = int(got.group(2))
+    if upload.total is None or len(upload.data) < upload.total:
+        return None
+    return bytes(upload.data)
+
+
+def _range(upload: _Upload) -> dict[str, str]:
+    return {"Range": f"bytes=0-{len(upload.data) - 1}"} if upload.data else {}
 
 
 def _check_message(raw: bytes) -> str | None:
     if len(raw) > MAX_MESSAGE:
         return "Message too large"
     msg = message_from_bytes(raw, policy=policy.default)
-    if not any(msg[h] for h in ("To", "Cc", "Bcc")):
-        return "Recipient address required"
-    return None
+    recipients = 0
+    for name in ("To", "Cc", "Bcc"):
+        try:
+            header = msg[name]
+            if header is None:
+                continue
+            found = header.addresses
+        except Exception:  # the header parser gives up on some malformed input
+            return f"Invalid {name} header"
+        if header.defects or any("@" not in a.addr_spec for a in found):
+            return f"Invalid {name} header"
+        recipients += len(found)
+    return None if recipients else "Recipient address required"
+
+
+async def _token_fault(request: web.Request, fault: TokenFault) -> web.StreamResponse | None:
+    if isinstance(fault, str):
+        text = "Token has been expired or revoked." if fault == "invalid_grant" else "Bad Request"
+        return _oauth_error(fault, text)
+    fault = Fault.parse(fault)
+    await asyncio.sleep(fault.delay)
+    if fault.drop:
+        return _drop(request)
+    if fault.status is None:
+        return None
+    headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else None
+    body = {"error": "internal_failure", "error_description": "Backend Error"}
+    return web.json_response(body, status=fault.status, headers=headers)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=status)
 
 
+def _error_page(status: int, error: str, text: str) -> web.Response:
+    page = (
+        '<!doctype html><meta charset="utf-8"><title>Error</title><h1>Access blocked</h1>'
+        f"<p>Error {status}: {escape(error)}</p><p>{escape(text)}</p>"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
+
+
+def _invalid(message: str) -> web.Response:
+    return _gmail_error(400, message, "invalidArgument", "INVALID_ARGUMENT")
+
+
+def _fault_error(fault: Fault) -> web.Response:
+    assert fault.status is not None
+    message, reason, state = _GMAIL_ERRORS.get(fault.status, ("Error", "unknown", "UNKNOWN"))
+    if fault.reason:
+        reason = fault.reason
+    message = fault.message or _LIMIT_MESSAGES.get(reason if fault.status == 403 else "", message)
+    headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else None
+    return _gmail_error(fault.status, message, reason, state, headers=headers)
+
+
 def _gmail_error(
     status: int,
     message: str,
     reason: str,
-    state: str | None,
+    state: str,
+    *,
+    detail: str | None = None,
+    entry_message: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    domain = "usageLimits" if "imit" in reason else "global"
+    """Google's JSON error body: ``{"error": {"code", "message", "errors": [...], "status"}}``."""
+    entry = {
+        "message": entry_message or message,
+        "domain": "usageLimits" if reason in _LIMIT_MESSAGES or status == 429 else "global",
+        "reason": reason,
+    }
+    if status == 401:
+        entry |= {"location": "Authorization", "locationType": "header"}
     error: dict[str, Any] = {
         "code": status,
         "message": message,
-        "errors": [{"message": message, "domain": domain, "reason": reason}],
+        "errors": [entry],
+        "status": state,
     }
-    if state:
-        error["status"] = state
+    if detail:  # note: googleapiclient's HttpError.error_details prefers these to errors[]
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": detail,
+                "domain": "googleapis.com",
+                "metadata": {
+                    "service": "gmail.googleapis.com",
+                    "method": "caribou.api.proto.MailboxService.SendMessage",
+                },
+            }
+        ]
     return web.json_response({"error": error}, status=status, headers=headers)
 
 
@@ -505,7 +782,7 @@ def _drop(request: web.Request) -> web.Response:
     """Close the connection without an answer (the client sees it drop)."""
     assert request.transport is not None
     request.transport.abort()
-    return web.Response(status=500)
+    return web.Response(status=500)  # never reaches the client
 
 
 @pytest.fixture
@@ -518,3 +795,27 @@ async def google_fake() -> AsyncIterator[GoogleFake]:
             yield fake
         finally:
             mp.undo()
+
+
+async def _serve(port: int, redirect_uris: list[str]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with GoogleFake(port=port) as fake:
+        fake.redirect_uris = redirect_uris
+        print(fake.base_url, flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake on its own until SIGTERM; print its base URL once listening."""
+    parser = argparse.ArgumentParser(prog="python -m tests.google_fake", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--redirect-uri", action="append", default=[], help="registered URI")
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.port, args.redirect_uri))
+
+
+if __name__ == "__main__":
+    main()
