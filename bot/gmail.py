@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import google.auth.exceptions
 import google.auth.transport.urllib3
@@ -199,10 +200,14 @@ class GmailBackend:
             body = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
             request = messages.send(userId="me", body=body)
         else:
-            # Larger mail goes to the media upload endpoint in one multipart request (a
-            # resumable upload would be several requests, each a chance to half-send).
+            # Larger mail goes to the media upload endpoint as one plain upload: a resumable one
+            # is several requests (each a chance to half-send), and googleapiclient's multipart
+            # writer fails on 8-bit mail. Its upload URL keeps Google's scheme and drops any
+            # path of api_endpoint, so it is rebuilt on ours.
             media = MediaIoBaseUpload(io.BytesIO(raw), mimetype="message/rfc822", resumable=False)
-            request = messages.send(userId="me", body={}, media_body=media)
+            request = messages.send(userId="me", media_body=media)
+            upload = urlsplit(request.uri)
+            request.uri = f"{self._client.api_endpoint}{upload.path}?{upload.query}"
         http = NoRetryHttp(self._http, self._timeout, bearer=token)  # one per call
         result: dict[str, Any] = request.execute(http=http, num_retries=0)
         return result

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,46 @@ async def test_connect_in_a_shared_room_sends_the_link_only_in_a_direct_chat(
     assert len(everything) > 5
     assert not any("/connect/" in event for event in everything)
     assert len(google_fake.sent) == 1
+
+
+async def test_a_file_in_an_encrypted_room_is_decrypted_and_attached(
+    synapse: Synapse, tmp_path: Path, google_fake: GoogleFake
+) -> None:
+    bot, config = await gmail_bot(synapse, tmp_path, google_fake)
+    alice = await synapse.register()
+    data = os.urandom(300_000)
+    async with running(config), synapse.client(alice, encrypted=True) as client:
+        room = await create_dm(client, bot.user_id, encrypted=True)
+        await wait_for_message(client, room, from_bot(bot, "Hello"), timeout=30)
+        await send_text(client, room, "!connect")
+        link = await wait_for_message(client, room, from_bot(bot, "10 minutes"), timeout=30)
+        google_fake.auto_consent = "allow"
+        await follow(link_in(link))
+        await wait_for_message(client, room, from_bot(bot, "connected"), timeout=30)
+        uploaded, keys = await client.upload(
+            io.BytesIO(data),
+            content_type="text/csv",
+            filename="figures.csv",
+            encrypt=True,
+            filesize=len(data),
+        )
+        assert keys is not None
+        file_info = {**keys, "url": uploaded.content_uri}
+        content = {
+            "msgtype": "m.file",
+            "body": "figures.csv",
+            "filename": "figures.csv",
+            "info": {"mimetype": "text/csv", "size": len(data)},
+            "file": file_info,
+        }
+        sent = await client.room_send(
+            room, "m.room.message", content, ignore_unverified_devices=True
+        )
+        await send_text(client, room, "!mail bob@example.com Figures | attached", sent.event_id)
+        said = await wait_for_message(client, room, from_bot(bot, "Mail #1"), timeout=30)
+        assert "sent from alice@gmail.com" in said.body
+    [mail] = google_fake.sent
+    [part] = list(mail.message.iter_attachments())
+    assert part.get_filename() == "figures.csv"
+    assert part.get_content_type() == "text/csv"
+    assert part.get_payload(decode=True) == data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,42 @@ async def test_group_connect_never_shows_the_consent_link_in_the_group(
     assert "/connect/" not in group_texts
     assert google_fake.base_url not in group_texts
     assert len(google_fake.sent) == 1
+
+
+async def test_a_7_mb_file_is_attached_and_a_40_mb_one_refused(
+    telegram_fake: TelegramFake, google_fake: GoogleFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    telegram = {"token": telegram_fake.token, "base_url": f"{telegram_fake.url}/bot"}
+    config = gmail_config(tmp_path, google_fake, telegram=telegram)
+    report = os.urandom(7 * 2**20)
+    big = telegram_fake.add_file(os.urandom(40 * 2**20), "film.mp4", "video/mp4")
+    small = telegram_fake.add_file(report, "Quarterly report.pdf", "application/pdf")
+    async with running(config):
+        telegram_fake.user_sends(alice, text="/connect")
+        link = await telegram_fake.wait_for_message(alice.id, lambda m: "10 minutes" in m.text)
+        google_fake.auto_consent = "allow"
+        await follow(url_in(link))
+        await telegram_fake.wait_for_message(alice.id, lambda m: "Gmail connected" in m.text)
+        upload = telegram_fake.user_sends(alice, text="", document=small)
+        telegram_fake.user_sends(
+            alice,
+            text="/mail bob@example.com Report | attached",
+            reply_to=upload["message"]["message_id"],
+        )
+        said = await telegram_fake.wait_for_message(alice.id, lambda m: "Mail #1" in m.text, 60)
+        assert "sent from alice@gmail.com" in said.text
+        film = telegram_fake.user_sends(alice, text="", document=big)
+        telegram_fake.user_sends(
+            alice, text="/mail bob@example.com Film | x", reply_to=film["message"]["message_id"]
+        )
+        refusal = await telegram_fake.wait_for_message(alice.id, lambda m: "20 MB" in m.text)
+        assert refusal.text == (
+            "Telegram lets bots download files up to 20 MB; this one is 40.0 MB, "
+            "so it cannot be attached. Nothing was sent."
+        )
+    [mail] = google_fake.sent
+    [part] = list(mail.message.iter_attachments())
+    assert part.get_filename() == "Quarterly report.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_content() == report
