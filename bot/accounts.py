@@ -22,7 +22,6 @@ class Account:
     refresh_token: str
     scopes: tuple[str, ...]
     connected_at: float
-    last_sent_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +47,7 @@ class Accounts:
     async def get(self, user_key: str) -> Account | None:
         """Return the account linked to ``user_key``, if any."""
         async with self._db.execute(
-            "SELECT user_key, address, refresh_token, scopes, connected_at, last_sent_at"
+            "SELECT user_key, address, refresh_token, scopes, connected_at"
             " FROM accounts WHERE user_key = ?",
             (user_key,),
         ) as cur:
@@ -61,7 +60,6 @@ class Accounts:
             refresh_token=self._box.open(row[2]).decode(),
             scopes=tuple(str(row[3]).split()),
             connected_at=row[4],
-            last_sent_at=row[5],
         )
 
     async def save(
@@ -86,12 +84,6 @@ class Accounts:
         """Forget the link; return whether there was one."""
         cur = await self._db.execute("DELETE FROM accounts WHERE user_key = ?", (user_key,))
         return cur.rowcount == 1
-
-    async def mark_sent(self, user_key: str) -> None:
-        """Remember when this account last sent a mail."""
-        await self._db.execute(
-            "UPDATE accounts SET last_sent_at = ? WHERE user_key = ?", (time.time(), user_key)
-        )
 
     async def new_login(
         self, user_key: str, display_name: str, room: str, verifier: str

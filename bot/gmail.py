@@ -56,6 +56,7 @@ class AccountLost(Exception):
 class _Token:
     value: str
     expires_at: float
+    address: str
 
 
 class GmailBackend:
@@ -96,13 +97,10 @@ class GmailBackend:
 
     async def send(self, user_key: str, raw: bytes) -> Receipt:
         """Send ``raw`` as ``user_key``; retry only what Google certainly did not process."""
-        account = await self._accounts.get(user_key)
-        if account is None:
-            raise SendRefused("Your Gmail is not connected any more; send /connect to link it.")
         rate_retries = connect_retries = 0
         refreshed = False
         while True:
-            token = await self._access_token(account)
+            token = await self._access_token(user_key)
             try:
                 result = await self._run(self._send_sync, token, raw)
             except NotSent:
@@ -132,8 +130,8 @@ class GmailBackend:
                     await asyncio.sleep(max(_retry_after(exc), self._backoff(rate_retries)))
                     continue
                 raise _refusal(status, reasons, message) from None
-            await self._accounts.mark_sent(user_key)
-            return Receipt(str(result.get("id", "")), f"sent from {account.address}")
+            address = self._tokens[user_key].address if user_key in self._tokens else "Gmail"
+            return Receipt(str(result.get("id", "")), f"sent from {address}")
 
     async def revoke(self, refresh_token: str) -> bool:
         """Revoke a refresh token at Google (best effort); return whether Google confirmed."""
@@ -144,6 +142,10 @@ class GmailBackend:
             return False
         return status == 200
 
+    def prime(self, user_key: str, address: str, access_token: str, expires_in: float) -> None:
+        """Keep the access token the consent flow just got, so the first send needs no refresh."""
+        self._tokens[user_key] = _Token(access_token, time.time() + expires_in, address)
+
     def forget(self, user_key: str) -> None:
         """Drop the cached access token of ``user_key``."""
         self._tokens.pop(user_key, None)
@@ -153,38 +155,45 @@ class GmailBackend:
         await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, True)
         self._http.clear()
 
-    async def _access_token(self, account: Account) -> str:
-        cached = self._tokens.get(account.user_key)
+    async def _access_token(self, user_key: str) -> str:
+        cached = self._tokens.get(user_key)
         # Refresh a minute early: a token that expires in flight gets a needless 401.
         if cached and cached.expires_at - 60 > time.time():
             return cached.value
-        lock = self._refreshing.setdefault(account.user_key, asyncio.Lock())
+        lock = self._refreshing.setdefault(user_key, asyncio.Lock())
         async with lock:
-            cached = self._tokens.get(account.user_key)
+            cached = self._tokens.get(user_key)
             if cached and cached.expires_at - 60 > time.time():
                 return cached.value
-            for attempt in range(1, self.max_connect_retries + 2):
-                try:
-                    token = await self._run(self._refresh_sync, account.refresh_token)
-                    break
-                except AccountLost:
-                    self._tokens.pop(account.user_key, None)
-                    await self._accounts.delete(account.user_key)
-                    log.warning("a refresh token was refused (invalid_grant); link removed")
-                    raise SendRefused(
-                        f"Google no longer accepts the link to {account.address} (it was revoked, "
-                        "expired, or the password changed), so nothing was sent. Send /connect "
-                        f"to link it again. {TESTING_MODE_NOTE}"
-                    ) from None
-                except google.auth.exceptions.TransportError:
-                    if attempt > self.max_connect_retries:
-                        raise SendRefused(
-                            "Google's sign-in service could not be reached, so nothing was sent. "
-                            "Try again later."
-                        ) from None
-                    await asyncio.sleep(self._backoff(attempt))
-            self._tokens[account.user_key] = token
+            account = await self._accounts.get(user_key)
+            if account is None:
+                raise SendRefused(
+                    "Your Gmail is not connected any more; send /connect to link it."
+                )
+            token = await self._refresh(account)
+            self._tokens[user_key] = token
             return token.value
+
+    async def _refresh(self, account: Account) -> _Token:
+        for attempt in range(1, self.max_connect_retries + 2):
+            try:
+                return await self._run(self._refresh_sync, account.refresh_token, account.address)
+            except AccountLost:
+                self._tokens.pop(account.user_key, None)
+                await self._accounts.delete(account.user_key)
+                log.warning("a refresh token was refused (invalid_grant); link removed")
+                raise SendRefused(
+                    f"Google no longer accepts the link to {account.address} (it was revoked, "
+                    "expired, or the password changed), so nothing was sent. Send /connect "
+                    f"to link it again. {TESTING_MODE_NOTE}"
+                ) from None
+            except google.auth.exceptions.TransportError:
+                if attempt > self.max_connect_retries:
+                    break
+                await asyncio.sleep(self._backoff(attempt))
+        raise SendRefused(
+            "Google's sign-in service could not be reached, so nothing was sent. Try again later."
+        )
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -230,7 +239,7 @@ class GmailBackend:
             messages = self._local.messages = service.users().messages()
         return messages
 
-    def _refresh_sync(self, refresh_token: str) -> _Token:
+    def _refresh_sync(self, refresh_token: str, address: str) -> _Token:
         creds = Credentials(  # type: ignore[no-untyped-call]
             token=None,
             refresh_token=refresh_token,
@@ -252,7 +261,7 @@ class GmailBackend:
         expiry = (
             creds.expiry.replace(tzinfo=UTC).timestamp() if creds.expiry else time.time() + 3000
         )
-        return _Token(str(creds.token), expiry)
+        return _Token(str(creds.token), expiry, address)
 
     def _revoke_sync(self, token: str) -> int:
         r = self._http.request(

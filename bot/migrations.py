@@ -35,8 +35,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             address        TEXT NOT NULL,
             refresh_token  BLOB NOT NULL,             -- encrypted
             scopes         TEXT NOT NULL,
-            connected_at   REAL NOT NULL,
-            last_sent_at   REAL
+            connected_at   REAL NOT NULL
         )""",
         """CREATE TABLE pending_logins (
             state         TEXT PRIMARY KEY,           -- 256-bit random, single use

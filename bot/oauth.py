@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google_auth_oauthlib.flow import Flow
@@ -40,10 +40,13 @@ class LoginFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Linked:
-    """A finished login: whose it was and the Google address now linked."""
+    """A finished login: whose it was, the Google address now linked, and the access token
+    Google handed out with it (so the first send needs no refresh)."""
 
     login: PendingLogin
     address: str
+    access_token: str = field(default="", repr=False)
+    expires_in: float = 0.0
 
 
 class OAuth:
@@ -169,7 +172,13 @@ class OAuth:
             )
         await self._accounts.save(login.user_key, address, str(refresh_token), tuple(granted))
         log.info("linked a Google account for a %s user", login.user_key.partition(":")[0])
-        return Linked(login, address)
+        expires_in = token.get("expires_in")
+        return Linked(
+            login,
+            address,
+            str(token.get("access_token") or ""),
+            float(expires_in) if isinstance(expires_in, int | float) else 0.0,
+        )
 
     def _flow(self, verifier: str) -> Flow:
         return Flow.from_client_config(

@@ -135,6 +135,15 @@ class Outbox:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def last_sent(self, user_key: str) -> float | None:
+        """Return when the user's newest mail was sent, if ever."""
+        async with self._db.execute(
+            "SELECT max(updated_at) FROM outbox WHERE user_key = ? AND state = ?",
+            (user_key, SENT),
+        ) as cur:
+            row = await cur.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     async def get(self, row_id: int) -> OutboxRow | None:
         """Return one row by number."""
         async with self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)) as c:
