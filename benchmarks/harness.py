@@ -8,9 +8,9 @@ import contextlib
 import json
 import os
 import re
-import threading
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.botproc import free_port
-from tests.google_fake import GoogleFake
 
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
 
@@ -69,7 +68,7 @@ class TimedChat:
 class Rig:
     core: Core
     chat: TimedChat
-    fake: GoogleFake
+    fake: RemoteFake
     web: WebServer
     base_url: str
     gmail_seconds: list[float]
@@ -89,7 +88,7 @@ class Rig:
         )
 
 
-async def start_rig(tmp: Path, fake: GoogleFake) -> Rig:
+async def start_rig(tmp: Path, fake: RemoteFake) -> Rig:
     port = free_port()
     secrets_file = tmp / "client_secret.json"
     secrets_file.write_text(json.dumps(fake.client_secrets_json()))
@@ -136,35 +135,60 @@ async def stop_rig(rig: Rig) -> None:
     await rig.core.db.close()
 
 
-@contextlib.contextmanager
-def fake_in_thread() -> Iterator[GoogleFake]:
-    """Run the Google fake on an event loop of its own thread, as if it were another machine:
-    the naive baseline blocks our loop, and a fake on that loop could then never answer."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="google-fake", daemon=True)
-    thread.start()
-    fake = asyncio.run_coroutine_threadsafe(_started(), loop).result(10)
+class RemoteFake:
+    """The Google fake in a process of its own (``python -m tests.google_fake``), as Google is
+    on other machines: its CPU time and memory stay out of our figures, and the naive baseline,
+    which blocks our event loop, cannot block the fake with it."""
+
+    def __init__(self, base_url: str, secrets: dict[str, Any]) -> None:
+        self.base_url = base_url
+        self.auth_uri = f"{base_url}/o/oauth2/auth"
+        self.token_uri = f"{base_url}/token"
+        self.revoke_uri = f"{base_url}/revoke"
+        self.api_endpoint = base_url
+        self._secrets = secrets
+
+    def client_secrets_json(self) -> dict[str, Any]:
+        return self._secrets
+
+    async def set(self, **settings: Any) -> None:
+        """Change the fake's settings (gmail_latency, next_account, add_account, ...)."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{self.base_url}/_fake/control", json=settings) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+
+@contextlib.asynccontextmanager
+async def remote_fake() -> AsyncIterator[RemoteFake]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.google_fake",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
     try:
-        yield fake
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        base = line.split()[-1]
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/_fake/state") as r:
+            state = await r.json()
+        yield RemoteFake(base, state["client_secrets"])
     finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        proc.terminate()
+        await proc.wait()
 
 
-async def _started() -> GoogleFake:
-    return await GoogleFake().start()
-
-
+ROOT = str(Path(__file__).resolve().parent.parent)
 LINK = re.compile(r"https?://\S+/connect/\S+")
 
 
 async def connect(rig: Rig, http: aiohttp.ClientSession, user: str) -> None:
     """Connect ``user`` the way a person does: /connect, open the link, press the button."""
     email = f"user{user}@gmail.com"
-    rig.fake.add_account(email)
-    rig.fake.next_account = email
-    rig.fake.auto_consent = "allow"
+    await rig.fake.set(add_account=email, next_account=email, auto_consent="allow")
     linked = rig.chat.expect(lambda s: s.room == user and "Gmail connected" in s.text)
     await rig.core.handle(rig.message(user, "/connect"))
     said = [s for s in rig.chat.said if s.room == user and "/connect/" in s.text]

@@ -32,7 +32,7 @@ def is_outcome(user: str) -> Any:
 
 async def overhead(rig: Rig, user: str, n: int) -> dict[str, float]:
     """Sequential /mail commands from one user, Gmail answering at once: our own time each."""
-    rig.fake.gmail_latency = 0.0
+    await rig.fake.set(gmail_latency=0.0)
     samples: list[float] = []
     for i in range(n):
         done = rig.chat.expect(is_outcome(user))
@@ -75,7 +75,7 @@ async def concurrent(rig: Rig, users: list[str], helper_user: str) -> dict[str, 
     """Every user sends one /mail at the same moment; Gmail takes 250 ms for each. Meanwhile
     another user keeps asking /help."""
     latency = 0.25
-    rig.fake.gmail_latency = latency
+    await rig.fake.set(gmail_latency=latency)
     outcomes = [rig.chat.expect(is_outcome(u)) for u in users]
     help_ms: list[float] = []
     stop = asyncio.Event()
@@ -96,7 +96,7 @@ async def concurrent(rig: Rig, users: list[str], helper_user: str) -> dict[str, 
     wall = max(s.at for s in said) - t0
     stop.set()
     await helper
-    rig.fake.gmail_latency = 0.0
+    await rig.fake.set(gmail_latency=0.0)
     return {
         "concurrent_users": float(len(users)),
         "concurrent_wall_s": wall,
@@ -109,12 +109,12 @@ async def concurrent(rig: Rig, users: list[str], helper_user: str) -> dict[str, 
 async def baseline(rig: Rig, users: list[str], tokens: dict[str, str]) -> dict[str, float]:
     """The same concurrent scenario through the naive way (benchmarks/naive.py)."""
     latency = 0.25
-    rig.fake.gmail_latency = latency
+    await rig.fake.set(gmail_latency=latency)
     naive = NaiveBot(rig.fake.api_endpoint, tokens)
     t0 = time.perf_counter()
     await asyncio.gather(*(naive.handle(u, "bob@example.com", "Hi", "Hello") for u in users))
     wall = time.perf_counter() - t0
-    rig.fake.gmail_latency = 0.0
+    await rig.fake.set(gmail_latency=0.0)
     return {"baseline_concurrent_wall_s": wall, "baseline_concurrent_ratio": wall / latency}
 
 

@@ -71,7 +71,7 @@ class GmailBackend:
         self,
         client: GoogleClient,
         accounts: Accounts,
-        max_workers: int = 100,
+        max_workers: int = 64,
         timeout: float = 30.0,
     ) -> None:
         self._client = client

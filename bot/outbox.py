@@ -74,7 +74,7 @@ class Outbox:
         box: SecretBox,
         backend: MailBackend,
         notify: Notify,
-        concurrency: int = 100,
+        concurrency: int = 64,
     ) -> None:
         self._db = db
         self._box = box
@@ -126,14 +126,15 @@ class Outbox:
         )
         return cur.lastrowid if cur.rowcount == 1 else None
 
-    async def count_since(self, user_key: str, since: float) -> int:
-        """Return how many mails ``user_key`` has had accepted since ``since``."""
+    async def counts_since(self, user_key: str, *since: float) -> list[int]:
+        """Return how many mails ``user_key`` has had accepted since each time in ``since``."""
+        cases = ", ".join("coalesce(sum(created_at >= ?), 0)" for _ in since)
         async with self._db.execute(
-            "SELECT count(*) FROM outbox WHERE user_key = ? AND created_at >= ?",
-            (user_key, since),
+            f"SELECT {cases} FROM outbox WHERE user_key = ? AND created_at >= ?",
+            (*since, user_key, min(since)),
         ) as cur:
             row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return [int(n) for n in row] if row else [0] * len(since)
 
     async def last_sent(self, user_key: str) -> float | None:
         """Return when the user's newest mail was sent, if ever."""

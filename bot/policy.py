@@ -46,12 +46,13 @@ async def check_send_budget(
 ) -> None:
     """Raise RateLimitError if ``user_key`` has used up a send limit (counted from the outbox)."""
     now = time.time() if now is None else now
-    if await outbox.count_since(user_key, now - 60) >= per_minute:
+    last_minute, last_day = await outbox.counts_since(user_key, now - 60, now - 86_400)
+    if last_minute >= per_minute:
         raise RateLimitError(
             f"You have sent {per_minute} mails in the last minute, the most allowed here. "
             "Wait a minute and send again."
         )
-    if await outbox.count_since(user_key, now - 86_400) >= per_day:
+    if last_day >= per_day:
         raise RateLimitError(
             f"You have sent {per_day} mails in the last 24 hours, the most allowed here. "
             "Try again tomorrow."
