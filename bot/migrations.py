@@ -71,12 +71,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at  REAL    NOT NULL,
             updated_at  REAL    NOT NULL,
             due_at      REAL    NOT NULL DEFAULT 0,   -- not sent before this time (undo window)
-            author      TEXT    NOT NULL DEFAULT ''   -- display name, for minimal confirmations
+            author      TEXT    NOT NULL DEFAULT '',  -- display name, for minimal confirmations
+            told        INTEGER NOT NULL DEFAULT 0    -- its owner has heard the outcome
         )""",
         """INSERT INTO outbox_new (id, event_key, user_key, room, is_direct, recipients, subject,
-            raw, state, detail, created_at, updated_at)
+            raw, state, detail, created_at, updated_at, told)
            SELECT id, event_key, user_key, room, is_direct, recipients, subject, raw, state,
-            detail, created_at, updated_at FROM outbox""",
+            detail, created_at, updated_at, 1 FROM outbox""",
         "DROP TABLE outbox",
         "ALTER TABLE outbox_new RENAME TO outbox",
         "CREATE INDEX outbox_user_created ON outbox (user_key, created_at)",

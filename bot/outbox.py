@@ -208,26 +208,33 @@ class Outbox:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def recover(self) -> None:
-        """After a restart: rows caught mid-send become unknown; queued rows are sent."""
+        """After a restart: rows caught mid-send become unknown; queued rows are sent; outcomes
+        their owners never heard are told now."""
         async with self._db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY id", (SENDING, QUEUED)
+            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?)"
+            " OR (state IN (?, ?, ?) AND told = 0) ORDER BY id",
+            (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
         ) as cur:
             rows = [_row(r) for r in await cur.fetchall()]
         for row in rows:
             if row.state == QUEUED:
                 self.submit(row.id)
-                continue
-            await self._set(row.id, UNKNOWN, None)
-            log.warning(
-                "outbox %d was being sent when mailbridge stopped: outcome unknown", row.id
-            )
-            await self._tell(row, Outcome(UNKNOWN, after_restart=True))
+            elif row.state == SENDING:
+                await self._set(row.id, UNKNOWN, None)
+                log.warning(
+                    "outbox %d was being sent when mailbridge stopped: outcome unknown", row.id
+                )
+                await self._tell(row, Outcome(UNKNOWN, after_restart=True))
+            else:  # decided, but the bot stopped before its owner was told
+                receipt = Receipt(row.detail or "") if row.state == SENT else None
+                reason = row.detail or "" if row.state != SENT else ""
+                await self._tell(row, Outcome(row.state, receipt=receipt, reason=reason))
 
     async def requeue(self, row_id: int) -> bool:
         """Queue a failed or unknown row again (the user asked); return whether it was."""
         cur = await self._db.execute(
-            "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state IN (?, ?)"
-            " AND raw IS NOT NULL",
+            "UPDATE outbox SET state = ?, told = 0, updated_at = ? WHERE id = ?"
+            " AND state IN (?, ?) AND raw IS NOT NULL",
             (QUEUED, time.time(), row_id, FAILED, UNKNOWN),
         )
         return cur.rowcount == 1
@@ -296,7 +303,9 @@ class Outbox:
     async def _tell(self, row: OutboxRow, outcome: Outcome) -> None:
         try:
             await self._notify(row, outcome)
+            await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
         except Exception:
+            # Not marked told: a restart tells it again rather than never.
             log.exception("outbox %d: could not tell the user the outcome", row.id)
 
 

@@ -157,3 +157,27 @@ async def test_queued_mail_survives_a_restart(tmp_path: Path) -> None:
         assert "“Later”" in said.text
         assert said.room == "dm-1001"
         assert len(b.eml_files()) == 1
+
+
+async def test_an_outcome_the_owner_never_heard_is_told_after_a_restart(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    async for b in start_bench(cfg):
+        sent = b.chat.send
+
+        async def chat_is_down(room: str, reply: object) -> None:
+            raise ConnectionError("the chat network is unreachable")
+
+        b.chat.send = chat_is_down  # type: ignore[assignment,method-assign]
+        await b.core.handle(b.chat.message("/mail bob@example.com Unheard | x"))
+        await b.core.outbox.drain()
+        b.chat.send = sent  # type: ignore[method-assign]
+        assert len(b.eml_files()) == 1
+        assert b.chat.replies == []
+    async for b in start_bench(cfg):
+        said = await b.chat.wait_for(is_outcome)
+        assert "“Unheard”" in said.text
+        assert said.room == "dm-1001"
+    async for b in start_bench(cfg):  # told once: not again on the next start
+        await b.core.outbox.drain()
+        assert b.chat.replies == []
+        assert len(b.eml_files()) == 1
