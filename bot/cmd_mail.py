@@ -26,9 +26,8 @@ async def mail(core: Core, message: Message, args: str) -> Reply | None:
     request = parse_mail(args, await core.aliases.all(message.user_key))
     limits = core.config.bot
     sender = await core.backend.sender(message.user_key)
-    await check_send_budget(
-        core.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day
-    )
+    budget = (core.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day)
+    await check_send_budget(*budget)  # early, before any download
     attachments = await _attachments(core, message)
     name = message.display_name if core.backend.name == "outbox" else ""
     raw = compose(
@@ -49,17 +48,20 @@ async def mail(core: Core, message: Message, args: str) -> Reply | None:
         )
     )
     undo = core.config.mail.undo_seconds
-    row_id = await core.outbox.accept(
-        f"{message.platform}:{message.event_key}",
-        message.user_key,
-        message.room,
-        message.is_direct,
-        request,
-        raw,
-        held=held,
-        due_at=0.0 if held else time.time() + undo,
-        author=message.display_name,
-    )
+    # Count and record under one lock per user, so a burst cannot slip past the limits.
+    async with core.user_lock(message.user_key):
+        await check_send_budget(*budget)
+        row_id = await core.outbox.accept(
+            f"{message.platform}:{message.event_key}",
+            message.user_key,
+            message.room,
+            message.is_direct,
+            request,
+            raw,
+            held=held,
+            due_at=0.0 if held else time.time() + undo,
+            author=message.display_name,
+        )
     if row_id is None:  # this chat event was recorded before (a redelivery)
         return None
     row = await core.outbox.get(row_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -46,6 +47,11 @@ class Core:
         self.outbox = Outbox(db, box, backend, self._tell_outcome)
         self._networks: dict[str, ChatAdapter] = {}
         self._pruned = 0.0
+        self._user_locks: dict[str, asyncio.Lock] = {}
+
+    def user_lock(self, user_key: str) -> asyncio.Lock:
+        """Return the lock that makes one user's check-then-record steps atomic."""
+        return self._user_locks.setdefault(user_key, asyncio.Lock())
 
     def attach(self, adapter: ChatAdapter) -> None:
         """Let the core answer on ``adapter``'s network."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -181,3 +182,12 @@ async def test_an_outcome_the_owner_never_heard_is_told_after_a_restart(tmp_path
         await b.core.outbox.drain()
         assert b.chat.replies == []
         assert len(b.eml_files()) == 1
+
+
+async def test_send_limits_hold_under_a_burst(private_bench: Bench) -> None:
+    chat = private_bench.chat
+    burst = [chat.message(f"/mail bob@example.com b{n} | x") for n in range(30)]
+    await asyncio.gather(*(private_bench.core.handle(m) for m in burst))
+    await private_bench.core.outbox.drain()
+    assert len(private_bench.eml_files()) == 3  # sends_per_minute = 3
+    assert sum("in the last minute" in r.text for r in chat.replies) == 27
