@@ -124,8 +124,8 @@ class OAuth:
                 if query["error"] == "access_denied"
                 else "Google reported an error"
             )
-            raise LoginFailed(
-                400 if query["error"] == "access_denied" else 502,
+            raise LoginFailed(  # the error= parameter is whatever the browser brought: a 4xx
+                400,
                 "Gmail was not connected",
                 f"Nothing was linked: {why}. Send /connect to the bot to try again.",
                 f"Gmail was not connected: {why}. Send /connect to try again.",
