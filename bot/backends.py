@@ -36,6 +36,10 @@ class MailBackend(Protocol):
     async def sender(self, user_key: str) -> EmailAddress:
         """Return the address mail from ``user_key`` is sent from; NotConnectedError if none."""
 
+    async def prepare(self, user_key: str) -> None:
+        """Do what must precede a send but sends nothing (e.g. refresh a token); raise
+        SendRefused if the send cannot happen. A crash here leaves the mail certainly unsent."""
+
     async def send(self, user_key: str, raw: bytes) -> Receipt:
         """Send the RFC 5322 message ``raw``; raise SendRefused or SendUnknown on failure."""
 

@@ -21,7 +21,7 @@ from bot.oauth import Linked, LoginFailed, OAuth
 from bot.outbox import Outbox, OutboxRow, Outcome
 from bot.policy import check_allowed
 from bot.vault import SecretBox
-from bot.wording import APOLOGY, localise, minimal_text, outcome_text, prefix
+from bot.wording import APOLOGY, REPEAT, localise, minimal_text, outcome_text, prefix
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,14 @@ class Core:
 
     async def _tell_outcome(self, row: OutboxRow, outcome: Outcome) -> None:
         platform = row.user_key.partition(":")[0]
-        text = outcome_text(row, outcome, platform)
+        text = outcome_text(row, outcome, platform) + (REPEAT if outcome.repeat else "")
         reply_to = row.event_key.partition(":")[2]
         if row.is_direct or self.config.mail.group_confirmation == "full":
             await self.say(platform, row.room, Reply(text, reply_to=reply_to))
             return
         # Minimal: the group hears who sent a mail; the details go to the author's direct chat.
-        await self.say(platform, row.room, Reply(minimal_text(row, outcome), reply_to=reply_to))
+        minimal = minimal_text(row, outcome) + (REPEAT if outcome.repeat else "")
+        await self.say(platform, row.room, Reply(minimal, reply_to=reply_to))
         direct = await self.accounts.direct_room(row.user_key)
         if direct is not None and outcome.state != "sent":
             await self.say(platform, direct, Reply(text))

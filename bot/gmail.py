@@ -95,6 +95,10 @@ class GmailBackend:
         local, _, domain = account.address.rpartition("@")
         return EmailAddress(local, domain)
 
+    async def prepare(self, user_key: str) -> None:
+        """Have a fresh access token before the mail is marked as leaving."""
+        await self._access_token(user_key)
+
     async def send(self, user_key: str, raw: bytes) -> Receipt:
         """Send ``raw`` as ``user_key``; retry only what Google certainly did not process."""
         rate_retries = connect_retries = 0

@@ -24,6 +24,9 @@ class LocalOutbox:
         """Return the placeholder sender used in trial mode."""
         return TRIAL_SENDER
 
+    async def prepare(self, user_key: str) -> None:
+        """Nothing precedes writing a file."""
+
     async def send(self, user_key: str, raw: bytes) -> Receipt:
         """Write ``raw`` to a new file in the folder."""
         try:

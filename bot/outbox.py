@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HELD, QUEUED, SENDING, SENT = "held", "queued", "sending", "sent"
 FAILED, UNKNOWN, CANCELLED = "failed", "unknown", "cancelled"
+TELLING = 2  # outbox.told: 0 not yet told, 2 being told, 1 told
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Outcome:
     receipt: Receipt | None = None
     reason: str = ""
     after_restart: bool = False
+    repeat: bool = False  # a restart cut in while telling it: the owner may have heard it
 
 
 Notify = Callable[[OutboxRow, Outcome], Awaitable[None]]
@@ -209,14 +211,14 @@ class Outbox:
 
     async def recover(self) -> None:
         """After a restart: rows caught mid-send become unknown; queued rows are sent; outcomes
-        their owners never heard are told now."""
+        their owners never heard, or may not have heard, are told now."""
         async with self._db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?)"
-            " OR (state IN (?, ?, ?) AND told = 0) ORDER BY id",
+            f"SELECT {_COLUMNS}, told FROM outbox WHERE state IN (?, ?)"
+            " OR (state IN (?, ?, ?) AND told != 1) ORDER BY id",
             (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
         ) as cur:
-            rows = [_row(r) for r in await cur.fetchall()]
-        for row in rows:
+            rows = [(_row(r[:-1]), r[-1] == TELLING) for r in await cur.fetchall()]
+        for row, repeat in rows:
             if row.state == QUEUED:
                 self.submit(row.id)
             elif row.state == SENDING:
@@ -225,10 +227,11 @@ class Outbox:
                     "outbox %d was being sent when mailbridge stopped: outcome unknown", row.id
                 )
                 await self._tell(row, Outcome(UNKNOWN, after_restart=True))
-            else:  # decided, but the bot stopped before its owner was told
+            else:  # decided, but the bot stopped before (or while) its owner was told
                 receipt = Receipt(row.detail or "") if row.state == SENT else None
                 reason = row.detail or "" if row.state != SENT else ""
-                await self._tell(row, Outcome(row.state, receipt=receipt, reason=reason))
+                outcome = Outcome(row.state, receipt=receipt, reason=reason, repeat=repeat)
+                await self._tell(row, outcome)
 
     async def requeue(self, row_id: int) -> bool:
         """Queue a failed or unknown row again (the user asked); return whether it was."""
@@ -246,6 +249,9 @@ class Outbox:
         if row.due_at > time.time():  # the undo window; a cancel meanwhile ends it below
             await asyncio.sleep(row.due_at - time.time())
         async with self._slots:
+            # Steps that send nothing (a token refresh) come before the row is marked as
+            # leaving, so a crash during them cannot make a mail's outcome unknown.
+            refused = await self._prepare(row)
             # Claim the row: only a queued row moves to sending, so no row is sent twice.
             cur = await self._db.execute(
                 "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
@@ -259,7 +265,7 @@ class Outbox:
                 found = await c.fetchone()
             assert found is not None
             row, raw = _row(found[:-1]), self._box.open(found[-1])
-            outcome = await self._send(row, raw)
+            outcome = refused or await self._send(row, raw)
             try:
                 await self._set(row_id, outcome.state, _detail(outcome))
                 if outcome.state == SENT:
@@ -268,6 +274,17 @@ class Outbox:
                 # The send is done: whatever failed here, its owner must still hear of it.
                 log.exception("outbox %d: recording the outcome failed", row_id)
             await self._tell(row, outcome)
+
+    async def _prepare(self, row: OutboxRow) -> Outcome | None:
+        """Run the backend's preparation; return the failure if the send cannot happen."""
+        try:
+            await self._backend.prepare(row.user_key)
+        except SendRefused as exc:
+            return Outcome(FAILED, reason=str(exc))
+        except Exception:
+            log.exception("outbox %d: unexpected error before sending", row.id)
+            return None  # the send itself will try, and decide
+        return None
 
     async def _send(self, row: OutboxRow, raw: bytes) -> Outcome:
         try:
@@ -301,12 +318,17 @@ class Outbox:
         )
 
     async def _tell(self, row: OutboxRow, outcome: Outcome) -> None:
+        # No chat network takes an idempotency key, so telling is at least once: a row marked
+        # TELLING when the bot stops is told again after the restart, marked as a repeat.
+        await self._db.execute("UPDATE outbox SET told = ? WHERE id = ?", (TELLING, row.id))
         try:
             await self._notify(row, outcome)
-            await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
         except Exception:
-            # Not marked told: a restart tells it again rather than never.
+            # Not told: a restart tells it again rather than never.
             log.exception("outbox %d: could not tell the user the outcome", row.id)
+            await self._db.execute("UPDATE outbox SET told = 0 WHERE id = ?", (row.id,))
+            return
+        await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
 
 
 def _detail(outcome: Outcome) -> str | None:

@@ -6,6 +6,7 @@ import re
 
 from bot.outbox import FAILED, SENT, UNKNOWN, OutboxRow, Outcome
 
+REPEAT = " (Said again after a restart, in case it did not reach you.)"
 APOLOGY = "Sorry, something went wrong on our side. It has been logged; please try again later."
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from bot import commands
 from bot.chat import Message
+from bot.wording import REPEAT
 from tests.conftest import Bench, make_config, start_bench
 
 
@@ -177,11 +178,34 @@ async def test_an_outcome_the_owner_never_heard_is_told_after_a_restart(tmp_path
     async for b in start_bench(cfg):
         said = await b.chat.wait_for(is_outcome)
         assert "“Unheard”" in said.text
+        assert REPEAT not in said.text  # the first try certainly did not reach the user
         assert said.room == "dm-1001"
     async for b in start_bench(cfg):  # told once: not again on the next start
         await b.core.outbox.drain()
         assert b.chat.replies == []
         assert len(b.eml_files()) == 1
+
+
+async def test_an_outcome_cut_off_while_being_told_is_told_again_as_a_repeat(
+    tmp_path: Path,
+) -> None:
+    cfg = make_config(tmp_path)
+    async for b in start_bench(cfg):
+
+        async def dies_mid_send(room: str, reply: object) -> None:
+            raise asyncio.CancelledError  # the process stops while the request is out
+
+        b.chat.send = dies_mid_send  # type: ignore[assignment,method-assign]
+        await b.core.handle(b.chat.message("/mail bob@example.com Cut | x"))
+        await b.core.outbox.drain()
+    async for b in start_bench(cfg):
+        said = await b.chat.wait_for(is_outcome)
+        assert "“Cut”" in said.text
+        assert said.text.endswith(REPEAT)
+        assert len(b.eml_files()) == 1
+    async for b in start_bench(cfg):  # told: not again on the next start
+        await b.core.outbox.drain()
+        assert b.chat.replies == []
 
 
 async def test_send_limits_hold_under_a_burst(private_bench: Bench) -> None:

@@ -1,0 +1,302 @@
+"""The whole system as separate processes, as in production: the Telegram Bot API fake, the
+Google fake and ``mailbridge run``, each a child process on 127.0.0.1, driven over HTTP.
+
+Used by the reliability tier (crash, faults, load) and by ``benchmarks``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.botproc import MAILBRIDGE, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"https?://\S+/connect/[\w-]+")
+JSON = dict[str, Any]
+
+
+async def _child(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``python -m <args>``; return it and the URL it prints once listening."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", *args, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+    if not line:
+        await proc.wait()
+        raise AssertionError(f"python -m {args[0]} exited with {proc.returncode}")
+    return proc, line.split()[-1]
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+class RemoteGoogle:
+    """The Google fake in a process of its own (``python -m tests.google_fake``), as Google is
+    on other machines: its CPU time and memory stay out of our figures, and a bot that blocks
+    its event loop cannot block the fake with it."""
+
+    def __init__(self, base_url: str, secrets: JSON, http: aiohttp.ClientSession) -> None:
+        self.base_url = base_url
+        self.auth_uri = f"{base_url}/o/oauth2/auth"
+        self.token_uri = f"{base_url}/token"
+        self.revoke_uri = f"{base_url}/revoke"
+        self.api_endpoint = base_url
+        self._secrets = secrets
+        self._http = http
+
+    def client_secrets_json(self) -> JSON:
+        return self._secrets
+
+    async def set(self, **settings: Any) -> JSON:
+        """Change the fake's settings: ``gmail_latency``, ``next_account``, ``add_account``,
+        ``gmail_faults``, ``token_faults``, ``revoke_all``, ``redirect_uris``..."""
+        async with self._http.post(f"{self.base_url}/_fake/control", json=settings) as r:
+            assert r.status == 200, await r.text()
+            state: JSON = await r.json()
+            return state
+
+    async def state(self) -> JSON:
+        async with self._http.get(f"{self.base_url}/_fake/state") as r:
+            state: JSON = await r.json()
+            return state
+
+    async def sent(self) -> list[JSON]:
+        """Every mail Gmail took, oldest first (``subject``, ``to``, ``from``, ``raw``...)."""
+        async with self._http.get(f"{self.base_url}/_fake/sent") as r:
+            sent: list[JSON] = await r.json()
+            return sent
+
+
+@contextlib.asynccontextmanager
+async def remote_google() -> AsyncIterator[RemoteGoogle]:
+    proc, base = await _child("tests.google_fake")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/_fake/state") as r:
+                state = await r.json()
+            yield RemoteGoogle(base, state["client_secrets"], http)
+    finally:
+        await _end(proc)
+
+
+class RemoteTelegram:
+    """The Bot API fake in a process of its own (``python -m tests.telegram_fake``)."""
+
+    token = "123456:ABC-test"
+
+    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
+        self.url = url
+        self._http = http
+
+    async def user_sends(self, user_id: int, text: str, chat_id: int | None = None) -> None:
+        """User ``user_id`` writes ``text`` in their private chat (or in group ``chat_id``)."""
+        body: JSON = {"user_id": user_id, "text": text}
+        if chat_id is not None:
+            body["chat_id"] = chat_id
+        async with self._http.post(f"{self.url}/_fake/send", json=body) as r:
+            assert r.status == 200, await r.text()
+
+    async def sent(self, chat_id: int | None = None) -> list[JSON]:
+        """What the bot sent, oldest first: ``chat_id``, ``text``, ``sent_at``..."""
+        query = "" if chat_id is None else f"?chat_id={chat_id}"
+        async with self._http.get(f"{self.url}/_fake/sent{query}") as r:
+            sent: list[JSON] = await r.json()
+            return sent
+
+    async def inject(self, **fault: Any) -> None:
+        """``status``/``count``/``retry_after``/``methods``, or ``offline=True|False``."""
+        async with self._http.post(f"{self.url}/_fake/inject", json=fault) as r:
+            assert r.status == 200, await r.text()
+
+    async def wait_for(
+        self, chat_id: int, pattern: str, after: int = 0, timeout: float = 30.0
+    ) -> JSON:
+        """Wait until the bot has sent ``chat_id`` a message matching ``pattern``, not
+        counting the first ``after`` messages of that chat."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            sent = await self.sent(chat_id)
+            for message in sent[after:]:
+                if regex.search(message["text"]):
+                    return message
+            if time.monotonic() > deadline:
+                shown = "\n".join(m["text"] for m in sent[after:])
+                raise AssertionError(f"no {pattern!r} in chat {chat_id}; it got:\n{shown}")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def remote_telegram() -> AsyncIterator[RemoteTelegram]:
+    proc, url = await _child("tests.telegram_fake", "--token", RemoteTelegram.token)
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield RemoteTelegram(url, http)
+    finally:
+        await _end(proc)
+
+
+@dataclass
+class Daemon:
+    """``mailbridge run --config PATH`` as an operator runs it: no console, stopped by a signal
+    (or killed)."""
+
+    config: Path
+    base_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    proc: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.config.parent / "mailbridge.log"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until its web server answers."""
+        assert MAILBRIDGE, "the mailbridge console script is installed with the package"
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                MAILBRIDGE,
+                "run",
+                "--config",
+                str(self.config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **self.env},
+            )
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"mailbridge exited; log:\n{self.logs()[-3000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.base_url}/healthz") as r:
+                        if r.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise AssertionError("mailbridge did not answer /healthz in time")
+                await asyncio.sleep(0.05)
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to clean up, like a power cut."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> int:
+        """SIGTERM, as systemd stops it; return its exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return int(self.proc.returncode or 0)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def write_config(
+    tmp_path: Path, google: RemoteGoogle, telegram: RemoteTelegram, extra: str = ""
+) -> tuple[Path, str]:
+    """A config for the whole stack; return its path and the bot's public URL."""
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    secrets = google.client_secrets_json()
+    (tmp_path / "client_secret.json").write_text(json.dumps(secrets))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[bot]
+database = "bot.db"
+{extra}
+[web]
+listen = "127.0.0.1:{port}"
+public_url = "{public}"
+[mail]
+confirm = "never"
+undo_seconds = 0
+[google]
+client_secrets_file = "client_secret.json"
+auth_uri = "{google.auth_uri}"
+token_uri = "{google.token_uri}"
+revoke_uri = "{google.revoke_uri}"
+api_endpoint = "{google.api_endpoint}"
+[telegram]
+token = "{telegram.token}"
+base_url = "{telegram.url}/bot"
+"""
+    )
+    return config, public
+
+
+@dataclass
+class Stack:
+    google: RemoteGoogle
+    telegram: RemoteTelegram
+    bot: Daemon
+
+    async def connect(self, users: list[int], http: aiohttp.ClientSession) -> None:
+        """Connect Telegram users as people do: /connect in the private chat, open the link,
+        press the button (Google's page consents by itself); user N becomes userN@gmail.com.
+        The chats run side by side; the consents one at a time (the fake's next account is
+        global)."""
+        before = {user: len(await self.telegram.sent(user)) for user in users}
+        await asyncio.gather(*(self.telegram.user_sends(user, "/connect") for user in users))
+        said = await asyncio.gather(
+            *(self.telegram.wait_for(user, "/connect/", before[user]) for user in users)
+        )
+        for user, message in zip(users, said, strict=True):
+            email = f"user{user}@gmail.com"
+            await self.google.set(add_account=email, next_account=email, auto_consent="allow")
+            link = LINK.search(message["text"])
+            assert link, message["text"]
+            async with http.post(link.group(0)) as r:  # the page's button: a form POST
+                assert r.status == 200, await r.text()
+        await asyncio.gather(
+            *(
+                self.telegram.wait_for(user, f"Gmail connected as user{user}@gmail.com", n)
+                for user, n in before.items()
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def stack(tmp_path: Path, extra_config: str = "") -> AsyncIterator[Stack]:
+    """The fakes and the bot, each in its own process; the bot is started."""
+    async with remote_google() as google, remote_telegram() as telegram:
+        config, public = write_config(tmp_path, google, telegram, extra_config)
+        await google.set(redirect_uris=[f"{public}/oauth/callback"])
+        # oauthlib refuses plain-HTTP token endpoints unless told (tests only).
+        bot = Daemon(config, public, env={"OAUTHLIB_INSECURE_TRANSPORT": "1"})
+        await bot.start()
+        try:
+            yield Stack(google, telegram, bot)
+        finally:
+            await bot.stop()
