@@ -71,6 +71,7 @@ class MatrixAdapter:
                 encryption_enabled=True,
                 request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
                 max_timeouts=None,
+                max_timeout_retry_wait_time=10,  # back soon after the homeserver returns
             ),
         )
         self._handler: Handler | None = None
@@ -257,7 +258,7 @@ class MatrixAdapter:
             response = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=since)
             if isinstance(response, SyncError):
                 failures += 1
-                delay = min(2.0**failures, 30.0)
+                delay = min(2.0**failures, 10.0)  # back soon after an outage
                 log.warning("Matrix sync failed (%s); trying again in %.0f s", response, delay)
                 await asyncio.sleep(delay)
                 continue

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import hmac
 import html
+import itertools
 import json
 import logging
 import os
+import time
 from typing import Any
 
 # python-telegram-bot warns on every RetryAfter unless retry_after is a timedelta (its future).
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 MAX_DOWNLOAD = 20 * 1024 * 1024  # the Bot API's limit for bots downloading files
 MAX_TEXT = 4096  # characters (UTF-16 code units) per message
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll may wait
+MAX_BACKOFF = 10.0  # seconds between tries while Telegram is unreachable: back soon after
+GIVE_UP_AFTER = 300.0  # seconds a reply keeps being retried before the caller hears it failed
 WEBHOOK_PATH = "/telegram/webhook"
 COMMANDS = [
     BotCommand("mail", "send a mail: /mail <to> <subject> | <body>"),
@@ -166,7 +170,8 @@ class TelegramAdapter:
         no_preview: bool,
     ) -> None:
         is_group = room.startswith("-")
-        for attempt in range(1, 9):
+        started = time.monotonic()
+        for attempt in itertools.count(1):
             await self._limiter.acquire(room, is_group)
             try:
                 await self.bot.send_message(
@@ -197,10 +202,12 @@ class TelegramAdapter:
                 log.warning("Telegram refused a message to a chat: %s", exc.message)
                 return
             except NetworkError as exc:
-                if attempt >= 8:
+                if time.monotonic() - started > GIVE_UP_AFTER:
                     log.error("giving up on a reply after %d network errors: %s", attempt, exc)
-                    return
-                await asyncio.sleep(min(2.0**attempt, 60.0))
+                    raise  # the caller decides: an outcome is told again later
+                await asyncio.sleep(min(2.0**attempt, MAX_BACKOFF))
+            if time.monotonic() - started > GIVE_UP_AFTER:
+                raise NetworkError("Telegram kept asking to wait; the reply was not sent")
 
     async def _poll(self) -> None:
         offset: int | None = None
@@ -221,7 +228,7 @@ class TelegramAdapter:
             except (NetworkError, Conflict) as exc:
                 # Conflict: another process polls with this token (or a webhook is set).
                 failures += 1
-                delay = min(2.0**failures, 30.0)
+                delay = min(2.0**failures, MAX_BACKOFF)
                 log.warning("getUpdates failed (%s); trying again in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -307,7 +314,7 @@ class TelegramAdapter:
             except (NetworkError, Conflict) as exc:
                 if attempt >= 5 and not forever:
                     raise
-                delay = min(2.0**attempt, 30.0)
+                delay = min(2.0**attempt, MAX_BACKOFF)
                 log.warning("Telegram call failed (%s); trying again in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
 

@@ -129,7 +129,7 @@ async def start_rig(tmp: Path, fake: RemoteFake) -> Rig:
 
 
 async def stop_rig(rig: Rig) -> None:
-    await rig.core.outbox.drain()
+    await rig.core.outbox.close()
     await rig.web.stop()
     await rig.core.backend.close()
     await rig.core.db.close()

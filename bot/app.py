@@ -102,7 +102,7 @@ async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
                 ) from None
         await core.outbox.recover()
         await _run_adapters(core, adapters)
-        await core.outbox.drain()
+        await core.outbox.close()
     finally:
         if web is not None:
             await web.stop()

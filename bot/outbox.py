@@ -70,6 +70,8 @@ _COLUMNS = (
 class Outbox:
     """Records accepted mail and delivers it through a backend, telling owners the outcome."""
 
+    retell_after = 60.0  # seconds before an outcome the chat network refused is told again
+
     def __init__(
         self,
         db: aiosqlite.Connection,
@@ -84,6 +86,7 @@ class Outbox:
         self._notify = notify
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retells: set[asyncio.Task[None]] = set()  # outcomes the chat did not take yet
 
     async def accept(
         self,
@@ -209,6 +212,13 @@ class Outbox:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def close(self) -> None:
+        """Wait for deliveries under way; stop waiting to retell (a restart retells)."""
+        await self.drain()
+        for task in list(self._retells):
+            task.cancel()
+        await asyncio.gather(*self._retells, return_exceptions=True)
+
     async def recover(self) -> None:
         """After a restart: rows caught mid-send become unknown; queued rows are sent; outcomes
         their owners never heard, or may not have heard, are told now."""
@@ -324,11 +334,18 @@ class Outbox:
         try:
             await self._notify(row, outcome)
         except Exception:
-            # Not told: a restart tells it again rather than never.
+            # Not told: try again later (and a restart tells it) rather than never.
             log.exception("outbox %d: could not tell the user the outcome", row.id)
             await self._db.execute("UPDATE outbox SET told = 0 WHERE id = ?", (row.id,))
+            task = asyncio.create_task(self._tell_later(row, outcome))
+            self._retells.add(task)
+            task.add_done_callback(self._retells.discard)
             return
         await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
+
+    async def _tell_later(self, row: OutboxRow, outcome: Outcome) -> None:
+        await asyncio.sleep(self.retell_after)
+        await self._tell(row, outcome)
 
 
 def _detail(outcome: Outcome) -> str | None:

@@ -63,5 +63,5 @@ async def start_bench(cfg: config_mod.Config, platform: str = "telegram") -> Asy
     try:
         yield Bench(core, chat, cfg.mail.outbox_dir)
     finally:
-        await core.outbox.drain()
+        await core.outbox.close()
         await db.close()

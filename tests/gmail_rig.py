@@ -68,7 +68,7 @@ async def start_gmail_rig(config: Config, fake: GoogleFake) -> AsyncIterator[Gma
     try:
         yield GmailRig(core, chat, fake, f"http://{config.web.listen}")
     finally:
-        await core.outbox.drain()
+        await core.outbox.close()
         await web.stop()
         await core.backend.close()
         await db.close()

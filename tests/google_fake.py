@@ -596,8 +596,12 @@ class GoogleFake:
 
     async def _control(self, request: web.Request) -> web.Response:
         """Set any of ``_SETTABLE`` and ``redirect_uris``; append ``gmail_faults`` and
-        ``token_faults``; ``add_account``, ``revoke_all`` (addresses), ``expire_access_tokens``."""
+        ``token_faults`` (after ``clear_faults``, if given); ``add_account``, ``revoke_all``
+        (addresses), ``expire_access_tokens``."""
         data: dict[str, Any] = await request.json()
+        if data.get("clear_faults"):
+            self.gmail_faults.clear()
+            self.token_faults.clear()
         for key in _SETTABLE & data.keys():
             setattr(self, key, data[key])
         if "redirect_uris" in data:
