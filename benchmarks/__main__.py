@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from benchmarks import scenarios
-from benchmarks.harness import connect_many, remote_fake, start_rig, stop_rig
+from benchmarks.harness import connect_many, start_rig, stop_rig
 from bot import logs
+from tests.stack import remote_google
 from tests.synapse import Synapse
 from tests.telegram_fake import TelegramFake
 
@@ -29,7 +30,7 @@ async def run(quick: bool) -> dict[str, float | str]:
     crowd = 200
     with tempfile.TemporaryDirectory(prefix="mailbridge-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        async with remote_fake() as fake:
+        async with remote_google() as fake:
             rig = await start_rig(tmp, fake)
             try:
                 users = [str(1000 + i) for i in range(crowd)]

@@ -4,13 +4,11 @@ chat that timestamps what the bot says, and connecting users through the real co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from bot.store import open_database
 from bot.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.botproc import free_port
+from tests.stack import RemoteGoogle
 
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
 
@@ -68,7 +67,7 @@ class TimedChat:
 class Rig:
     core: Core
     chat: TimedChat
-    fake: RemoteFake
+    fake: RemoteGoogle
     web: WebServer
     base_url: str
     gmail_seconds: list[float]
@@ -88,7 +87,7 @@ class Rig:
         )
 
 
-async def start_rig(tmp: Path, fake: RemoteFake) -> Rig:
+async def start_rig(tmp: Path, fake: RemoteGoogle) -> Rig:
     port = free_port()
     secrets_file = tmp / "client_secret.json"
     secrets_file.write_text(json.dumps(fake.client_secrets_json()))
@@ -135,53 +134,6 @@ async def stop_rig(rig: Rig) -> None:
     await rig.core.db.close()
 
 
-class RemoteFake:
-    """The Google fake in a process of its own (``python -m tests.google_fake``), as Google is
-    on other machines: its CPU time and memory stay out of our figures, and the naive baseline,
-    which blocks our event loop, cannot block the fake with it."""
-
-    def __init__(self, base_url: str, secrets: dict[str, Any]) -> None:
-        self.base_url = base_url
-        self.auth_uri = f"{base_url}/o/oauth2/auth"
-        self.token_uri = f"{base_url}/token"
-        self.revoke_uri = f"{base_url}/revoke"
-        self.api_endpoint = base_url
-        self._secrets = secrets
-
-    def client_secrets_json(self) -> dict[str, Any]:
-        return self._secrets
-
-    async def set(self, **settings: Any) -> None:
-        """Change the fake's settings (gmail_latency, next_account, add_account, ...)."""
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(f"{self.base_url}/_fake/control", json=settings) as r,
-        ):
-            assert r.status == 200, await r.text()
-
-
-@contextlib.asynccontextmanager
-async def remote_fake() -> AsyncIterator[RemoteFake]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.google_fake",
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        base = line.split()[-1]
-        async with aiohttp.ClientSession() as http, http.get(f"{base}/_fake/state") as r:
-            state = await r.json()
-        yield RemoteFake(base, state["client_secrets"])
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-
-ROOT = str(Path(__file__).resolve().parent.parent)
 LINK = re.compile(r"https?://\S+/connect/\S+")
 
 

@@ -137,6 +137,12 @@ class RemoteTelegram:
         async with self._http.post(f"{self.url}/_fake/inject", json=fault) as r:
             assert r.status == 200, await r.text()
 
+    async def calls(self) -> dict[str, int]:
+        """Bot API calls answered so far, by method and status: ``{"sendMessage 429": 2}``."""
+        async with self._http.get(f"{self.url}/_fake/calls") as r:
+            counts: dict[str, int] = await r.json()
+            return counts
+
     async def wait_for(
         self, chat_id: int, pattern: str, after: int = 0, timeout: float = 30.0
     ) -> JSON:

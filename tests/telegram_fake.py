@@ -38,7 +38,7 @@ JSON = dict[str, Any]
 SEND_METHODS = frozenset({"sendmessage", "editmessagetext", "editmessagereplymarkup"})
 DEFAULT_UPDATES = frozenset({"message", "edited_message", "callback_query", "my_chat_member"})
 MAX_TEXT = 4096  # Telegram counts characters (code points) here; entity offsets are UTF-16
-LIMIT_SLACK = 0.1  # seconds of clock jitter forgiven by enforce_limits
+LIMIT_SLACK = 0.1  # seconds of network jitter forgiven by enforce_limits (Telegram's are loose)
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
@@ -403,6 +403,7 @@ class TelegramFake:
         app.router.add_post("/_fake/send", self._c_send)
         app.router.add_get("/_fake/sent", self._c_sent)
         app.router.add_post("/_fake/inject", self._c_inject)
+        app.router.add_get("/_fake/calls", self._c_calls)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -966,7 +967,7 @@ class TelegramFake:
             recent = [t for t in times if t > now - 60.0]
             if len(recent) >= 20:
                 wait = max(wait, recent[-20] + 60.0 - now)
-        while self._all_sends and self._all_sends[0] <= now - 1.0:
+        while self._all_sends and self._all_sends[0] <= now - (1.0 - LIMIT_SLACK):
             self._all_sends.popleft()
         if len(self._all_sends) >= 30:
             wait = max(wait, self._all_sends[0] + 1.0 - now)
@@ -1039,9 +1040,12 @@ class TelegramFake:
         return web.json_response(found)
 
     async def _c_inject(self, request: web.Request) -> web.Response:
-        """``{"status", "count"?, "retry_after"?, "description"?, "methods"?}``; ``{"offline"}``"""
+        """``{"status", "count"?, "retry_after"?, "description"?, "methods"?}``; ``{"offline"}``;
+        ``{"enforce_limits"}`` (answer 429 past Telegram's send limits)."""
         body = await request.json()
-        if "offline" in body:
+        if "enforce_limits" in body:
+            self.enforce_limits = bool(body["enforce_limits"])
+        elif "offline" in body:
             self.offline = bool(body["offline"])
         elif (status := int(body.get("status", 429))) == 429:
             self.inject_429(
@@ -1051,6 +1055,14 @@ class TelegramFake:
             desc = body.get("description", "Bad Gateway")
             self.inject_error(status, desc, int(body.get("count", 1)), body.get("methods"))
         return web.json_response({"ok": True})
+
+    async def _c_calls(self, request: web.Request) -> web.Response:
+        """Bot API calls answered, by method and status: ``{"sendMessage 200": 9}``."""
+        counts: dict[str, int] = {}
+        for call in self.calls:
+            key = f"{call.method} {call.status}"
+            counts[key] = counts.get(key, 0) + 1
+        return web.json_response(counts)
 
 
 _WEBHOOK_ACTIVE = (
