@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import deque
 
+PRUNE_EVERY = 1024  # sends between clean-ups of per-chat state
+
 
 class SendLimiter:
     """Space out sends: ``overall`` per second in all, one per ``per_chat`` seconds to a chat,
@@ -20,6 +22,7 @@ class SendLimiter:
         self._group_sends: dict[str, deque[float]] = {}
         self._chat_locks: dict[str, asyncio.Lock] = {}
         self._overall_lock = asyncio.Lock()
+        self._acquired = 0
 
     def chat_lock(self, chat: str) -> asyncio.Lock:
         """Return the lock that keeps one chat's messages in order."""
@@ -43,6 +46,24 @@ class SendLimiter:
         self._next_in_chat[chat] = now + self._per_chat
         if is_group:
             self._group_sends[chat].append(now)
+        self._acquired += 1
+        if self._acquired % PRUNE_EVERY == 0:
+            self._prune(now)
+
+    def chats_tracked(self) -> int:
+        """How many chats the limiter holds state for (quiet ones are dropped)."""
+        return len(self._next_in_chat.keys() | self._chat_locks.keys() | self._group_sends.keys())
+
+    def _prune(self, now: float) -> None:
+        """Forget chats that went quiet, so a long-running bot does not grow with its users."""
+        for chat, when in list(self._next_in_chat.items()):
+            lock = self._chat_locks.get(chat)
+            if when < now and (lock is None or not lock.locked()):
+                del self._next_in_chat[chat]
+                self._chat_locks.pop(chat, None)
+        for chat, window in list(self._group_sends.items()):
+            if not window or window[-1] <= now - 60.0:
+                del self._group_sends[chat]
 
     def back_off(self, chat: str, seconds: float) -> None:
         """The network said "too many requests": send nothing to ``chat`` for ``seconds``."""
