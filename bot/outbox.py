@@ -232,11 +232,11 @@ class Outbox:
             if row.state == QUEUED:
                 self.submit(row.id)
             elif row.state == SENDING:
-                await self._set(row.id, UNKNOWN, None)
+                await self._set(row.id, UNKNOWN, None, telling=True)
                 log.warning(
                     "outbox %d was being sent when mailbridge stopped: outcome unknown", row.id
                 )
-                await self._tell(row, Outcome(UNKNOWN, after_restart=True))
+                await self._tell(row, Outcome(UNKNOWN, after_restart=True), marked=True)
             else:  # decided, but the bot stopped before (or while) its owner was told
                 receipt = Receipt(row.detail or "") if row.state == SENT else None
                 reason = row.detail or "" if row.state != SENT else ""
@@ -276,14 +276,16 @@ class Outbox:
             assert found is not None
             row, raw = _row(found[:-1]), self._box.open(found[-1])
             outcome = refused or await self._send(row, raw)
+            marked = False
             try:
-                await self._set(row_id, outcome.state, _detail(outcome))
+                await self._set(row_id, outcome.state, _detail(outcome), telling=True)
+                marked = True
                 if outcome.state == SENT:
                     await self._remember_recipients(row)
             except Exception:
                 # The send is done: whatever failed here, its owner must still hear of it.
                 log.exception("outbox %d: recording the outcome failed", row_id)
-            await self._tell(row, outcome)
+            await self._tell(row, outcome, marked=marked)
 
     async def _prepare(self, row: OutboxRow) -> Outcome | None:
         """Run the backend's preparation; return the failure if the send cannot happen."""
@@ -319,18 +321,23 @@ class Outbox:
             f"INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES {values}", params
         )
 
-    async def _set(self, row_id: int, state: str, detail: str | None) -> None:
+    async def _set(
+        self, row_id: int, state: str, detail: str | None, *, telling: bool = False
+    ) -> None:
         # Sent mail needs no content any more; failed and unknown keep it for /retry.
-        drop = ", raw = NULL" if state == SENT else ""
+        extra = ", raw = NULL" if state == SENT else ""
+        extra += f", told = {TELLING}" if telling else ""  # one write: telling comes next
         await self._db.execute(
-            f"UPDATE outbox SET state = ?, detail = ?, updated_at = ?{drop} WHERE id = ?",
+            f"UPDATE outbox SET state = ?, detail = ?, updated_at = ?{extra} WHERE id = ?",
             (state, detail, time.time(), row_id),
         )
 
-    async def _tell(self, row: OutboxRow, outcome: Outcome) -> None:
+    async def _tell(self, row: OutboxRow, outcome: Outcome, *, marked: bool = False) -> None:
         # No chat network takes an idempotency key, so telling is at least once: a row marked
-        # TELLING when the bot stops is told again after the restart, marked as a repeat.
-        await self._db.execute("UPDATE outbox SET told = ? WHERE id = ?", (TELLING, row.id))
+        # TELLING when the bot stops is told again after the restart, marked as a repeat (also
+        # when the stop came just before the message left: "in case it did not reach you").
+        if not marked:
+            await self._db.execute("UPDATE outbox SET told = ? WHERE id = ?", (TELLING, row.id))
         try:
             await self._notify(row, outcome)
         except Exception:
