@@ -262,19 +262,21 @@ class Outbox:
             # Steps that send nothing (a token refresh) come before the row is marked as
             # leaving, so a crash during them cannot make a mail's outcome unknown.
             refused = await self._prepare(row)
-            # Claim the row: only a queued row moves to sending, so no row is sent twice.
+            async with self._db.execute(
+                f"SELECT {_COLUMNS}, raw FROM outbox WHERE id = ? AND state = ?", (row_id, QUEUED)
+            ) as c:
+                found = await c.fetchone()
+            if found is None:
+                return  # cancelled meanwhile
+            row, raw = _row(found[:-1]), self._box.open(found[-1])
+            # Claim the row: only a queued row moves to sending, so no row is sent twice. It is
+            # the last step before the request leaves: "sending" means "may be at Gmail".
             cur = await self._db.execute(
                 "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
                 (SENDING, time.time(), row_id, QUEUED),
             )
             if cur.rowcount != 1:
                 return
-            async with self._db.execute(
-                f"SELECT {_COLUMNS}, raw FROM outbox WHERE id = ?", (row_id,)
-            ) as c:
-                found = await c.fetchone()
-            assert found is not None
-            row, raw = _row(found[:-1]), self._box.open(found[-1])
             outcome = refused or await self._send(row, raw)
             marked = False
             try:
