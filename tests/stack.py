@@ -238,9 +238,10 @@ class Daemon:
 
 
 def write_config(
-    tmp_path: Path, google: RemoteGoogle, telegram: RemoteTelegram, extra: str = ""
+    tmp_path: Path, google: Any, telegram: RemoteTelegram | None = None, extra: str = ""
 ) -> tuple[Path, str]:
-    """A config for the whole stack; return its path and the bot's public URL."""
+    """A config for the bot against ``google`` (the fake, in this process or not) and, if
+    given, ``telegram``; ``extra`` goes into [bot]. Return its path and the bot's public URL."""
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     secrets = google.client_secrets_json()
@@ -263,11 +264,11 @@ auth_uri = "{google.auth_uri}"
 token_uri = "{google.token_uri}"
 revoke_uri = "{google.revoke_uri}"
 api_endpoint = "{google.api_endpoint}"
-[telegram]
-token = "{telegram.token}"
-base_url = "{telegram.url}/bot"
 """
     )
+    if telegram is not None:
+        with config.open("a") as f:
+            f.write(f'[telegram]\ntoken = "{telegram.token}"\nbase_url = "{telegram.url}/bot"\n')
     return config, public
 
 

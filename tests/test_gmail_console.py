@@ -3,12 +3,12 @@ connecting through the consent flow and sending through the Google fake; a kill 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.botproc import BotProcess, free_port
+from tests import stack
+from tests.botproc import BotProcess
 from tests.gmail_rig import follow
 from tests.google_fake import Fault, GoogleFake
 
@@ -16,29 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 def write_config(tmp_path: Path, fake: GoogleFake, log_level: str = "info") -> Path:
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    (tmp_path / "client_secret.json").write_text(
-        json.dumps(fake.client_secrets_json([f"{public}/oauth/callback"]))
-    )
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[bot]
-database = "bot.db"
-log_level = "{log_level}"
-[web]
-listen = "127.0.0.1:{port}"
-public_url = "{public}"
-[mail]
-confirm = "never"
-undo_seconds = 0
-[google]
-client_secrets_file = "client_secret.json"
-revoke_uri = "{fake.revoke_uri}"
-api_endpoint = "{fake.api_endpoint}"
-"""
-    )
+    config, public = stack.write_config(tmp_path, fake, extra=f'log_level = "{log_level}"')
+    fake.redirect_uris = [f"{public}/oauth/callback"]
     return config
 
 
