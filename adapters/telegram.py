@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import html
 import itertools
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import time
+from asyncio import FIRST_COMPLETED
 from typing import Any
 
 # python-telegram-bot warns on every RetryAfter unless retry_after is a timedelta (its future).
@@ -210,33 +212,54 @@ class TelegramAdapter:
                 raise NetworkError("Telegram kept asking to wait; the reply was not sent")
 
     async def _poll(self) -> None:
-        offset: int | None = None
+        """Fetch updates and handle each as its own task, so one slow reply (a group at its
+        limit, a long 429) holds up nobody else. Telegram's offset confirms every update below
+        it, so it only moves past an update once that update is handled; meanwhile the updates
+        still in flight come back with each call and are skipped."""
+        in_flight: dict[int, asyncio.Task[None]] = {}
+        next_new: int | None = None  # the lowest update id not yet taken
         failures = 0
-        while True:
-            try:
-                updates = await self.bot.get_updates(
-                    offset=offset,
-                    timeout=POLL_TIMEOUT,
-                    allowed_updates=["message", "callback_query"],
-                )
-                failures = 0
-            except RetryAfter as exc:
-                await asyncio.sleep(_seconds(exc.retry_after))
-                continue
-            except InvalidToken:
-                raise
-            except (NetworkError, Conflict) as exc:
-                # Conflict: another process polls with this token (or a webhook is set).
-                failures += 1
-                delay = min(2.0**failures, MAX_BACKOFF)
-                log.warning("getUpdates failed (%s); trying again in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if not updates:
-                continue
-            # Handle (and so record) the whole batch before the next call confirms it.
-            await asyncio.gather(*(self._dispatch(u) for u in updates))
-            offset = updates[-1].update_id + 1
+        try:
+            while True:
+                offset = min(in_flight) if in_flight else next_new
+                try:
+                    updates = await self.bot.get_updates(
+                        offset=offset,
+                        timeout=0 if in_flight else POLL_TIMEOUT,
+                        allowed_updates=["message", "callback_query"],
+                    )
+                    failures = 0
+                except RetryAfter as exc:
+                    await asyncio.sleep(_seconds(exc.retry_after))
+                    continue
+                except InvalidToken:
+                    raise
+                except (NetworkError, Conflict) as exc:
+                    # Conflict: another process polls with this token (or a webhook is set).
+                    failures += 1
+                    delay = min(2.0**failures, MAX_BACKOFF)
+                    log.warning("getUpdates failed (%s); trying again in %.0f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                floor = next_new or 0
+                fresh = [
+                    u for u in updates if u.update_id >= floor and u.update_id not in in_flight
+                ]
+                for update in fresh:
+                    task = asyncio.create_task(self._dispatch(update))
+                    in_flight[update.update_id] = task
+                    task.add_done_callback(functools.partial(_forget, in_flight, update.update_id))
+                if updates:
+                    next_new = max(next_new or 0, updates[-1].update_id + 1)
+                if in_flight and not fresh:
+                    # Only slow ones are left: look for new updates again within a second.
+                    await asyncio.wait(
+                        list(in_flight.values()), timeout=1.0, return_when=FIRST_COMPLETED
+                    )
+        finally:
+            for task in in_flight.values():
+                task.cancel()  # not confirmed: Telegram delivers them again after a restart
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
     async def _dispatch(self, update: Update) -> None:
         message = self._to_message(update)
@@ -317,6 +340,10 @@ class TelegramAdapter:
                 delay = min(2.0**attempt, MAX_BACKOFF)
                 log.warning("Telegram call failed (%s); trying again in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
+
+
+def _forget(in_flight: dict[int, asyncio.Task[None]], update_id: int, _: object) -> None:
+    in_flight.pop(update_id, None)
 
 
 def _name(user: User) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -129,6 +130,29 @@ async def test_webhook_mode_handles_updates_and_refuses_requests_without_the_sec
         assert telegram_fake.calls[-1].method.lower() != "sendmessage" or "Forged" not in said.text
     assert len(emls(tmp_path)) == 1
     assert not any("Forged" in m.text for m in telegram_fake.sent)
+
+
+async def test_a_reply_held_up_by_telegram_holds_up_nobody_else(
+    telegram_fake: TelegramFake, tmp_path: Path
+) -> None:
+    alice = telegram_fake.add_user(1001, "Alice")
+    bob = telegram_fake.add_user(1002, "Bob")
+    async with running(telegram_config(tmp_path, telegram_fake)):
+        telegram_fake.user_sends(bob, text="/status")  # the bot is up and polling
+        await telegram_fake.wait_for_message(bob.id)
+        telegram_fake.inject_429(count=1, retry_after=6, methods=["sendMessage"])
+        telegram_fake.user_sends(alice, text="/help")  # its answer must wait 6 s
+        for _ in range(40):  # until Telegram has said "wait" to the bot
+            if any(c.status == 429 for c in telegram_fake.calls):
+                break
+            await asyncio.sleep(0.05)
+        telegram_fake.user_sends(bob, text="/help")
+        to_bob = await telegram_fake.wait_for_message(bob.id, lambda m: "this list" in m.text)
+        to_alice = await telegram_fake.wait_for_message(alice.id, timeout=15)
+        assert to_bob.sent_at < to_alice.sent_at  # Bob did not wait for Alice's reply
+        assert to_alice.sent_at - to_bob.sent_at > 3
+    texts = [m.text for m in telegram_fake.sent if m.chat_id == alice.id]
+    assert len(texts) == 1  # Alice's answer came once, after the wait
 
 
 async def test_an_update_delivered_again_after_a_restart_is_handled_once(
