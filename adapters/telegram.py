@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-from asyncio import FIRST_COMPLETED
 from typing import Any
 
 # python-telegram-bot warns on every RetryAfter unless retry_after is a timedelta (its future).
@@ -56,6 +55,7 @@ log = logging.getLogger(__name__)
 MAX_DOWNLOAD = 20 * 1024 * 1024  # the Bot API's limit for bots downloading files
 MAX_TEXT = 4096  # characters (UTF-16 code units) per message
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll may wait
+BUSY_POLL = 0.5  # seconds between getUpdates calls while updates are being handled
 MAX_BACKOFF = 10.0  # seconds between tries while Telegram is unreachable: back soon after
 GIVE_UP_AFTER = 300.0  # seconds a reply keeps being retried before the caller hears it failed
 WEBHOOK_PATH = "/telegram/webhook"
@@ -252,10 +252,9 @@ class TelegramAdapter:
                 if updates:
                     next_new = max(next_new or 0, updates[-1].update_id + 1)
                 if in_flight and not fresh:
-                    # Only slow ones are left: look for new updates again within a second.
-                    await asyncio.wait(
-                        list(in_flight.values()), timeout=1.0, return_when=FIRST_COMPLETED
-                    )
+                    # Updates under way: ask again when they are all done, or in half a second
+                    # for new ones (not at every completion: each call returns those under way).
+                    await asyncio.wait(list(in_flight.values()), timeout=BUSY_POLL)
         finally:
             for task in in_flight.values():
                 task.cancel()  # not confirmed: Telegram delivers them again after a restart
