@@ -264,3 +264,15 @@ async def test_synapse_restarted_mid_sync_the_bot_answers_after_it_returns(
         assert "“After”" in said.body
         assert time.monotonic() - back < 30
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2  # nothing answered twice
+
+
+@in_stack
+async def test_no_secret_reached_the_logs_through_all_these_faults(whole: Stack) -> None:
+    # Runs last in the module: the log holds every fault above (retries, outages, refusals).
+    logs = whole.bot.logs()
+    assert "retry" in logs.lower() or "failed" in logs.lower()  # the faults did reach the log
+    assert whole.telegram.token not in logs
+    assert whole.telegram.token.split(":")[1] not in logs
+    assert whole.google.client_secrets_json()["web"]["client_secret"] not in logs
+    assert "Bearer " not in logs
+    assert "Body" not in logs  # every mail above has the body "Body"
