@@ -39,11 +39,11 @@ async def run(quick: bool) -> dict[str, float | str]:
                 results["connect_s_per_user"] = (time.perf_counter() - t0) / (crowd + 2)
                 await scenarios.seed_accounts(rig, 10_000)
                 results.update(await scenarios.overhead(rig, "1", sequential))
-                token = rig.core.backend._tokens["telegram:1"].value  # type: ignore[attr-defined]
+                token = rig.core.backend._tokens.cached("telegram:1")  # type: ignore[attr-defined]
                 results.update(await scenarios.raw_post(rig, token, 200))
                 results.update(await scenarios.concurrent(rig, users, helper_user="2"))
                 tokens = {
-                    u: rig.core.backend._tokens[f"telegram:{u}"].value  # type: ignore[attr-defined]
+                    u: rig.core.backend._tokens.cached(f"telegram:{u}")  # type: ignore[attr-defined]
                     for u in users
                 }
                 naive_users = users[:40] if quick else users

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -24,8 +23,6 @@ from bot.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.botproc import free_port
 from tests.stack import RemoteGoogle
-
-os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
 
 
 @dataclass

@@ -80,6 +80,15 @@ class Accounts:
             ),
         )
 
+    async def replace_refresh_token(self, account: Account, refresh_token: str) -> bool:
+        """Store the refresh token Google rotated ``account``'s into; False if the link was
+        replaced (or ended) meanwhile, which the newer link's token outranks."""
+        cur = await self._db.execute(
+            "UPDATE accounts SET refresh_token = ? WHERE user_key = ? AND connected_at = ?",
+            (self._box.seal(refresh_token.encode()), account.user_key, account.connected_at),
+        )
+        return cur.rowcount == 1
+
     async def delete(self, user_key: str) -> bool:
         """Forget the link; return whether there was one."""
         cur = await self._db.execute("DELETE FROM accounts WHERE user_key = ?", (user_key,))

@@ -40,11 +40,13 @@ def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core
     from bot.gmail import GmailBackend
     from bot.google import load_client
     from bot.oauth import OAuth
+    from bot.tokens import Tokens
 
     assert config.google is not None  # checked when the configuration was loaded
     client = load_client(config.google)
-    gmail = GmailBackend(client, Accounts(db, box))
-    oauth = OAuth(client, config.web.public_url, Accounts(db, box), gmail.pool)
+    tokens = Tokens(client, Accounts(db, box))
+    gmail = GmailBackend(client, Accounts(db, box), tokens)
+    oauth = OAuth(client, config.web.public_url, Accounts(db, box), tokens)
     return Core(config, db, box, gmail, oauth)
 
 

@@ -79,13 +79,7 @@ async def disconnect(core: Core, message: Message, args: str) -> Reply:
     account = await core.accounts.get(message.user_key)
     if account is None:
         return Reply("No Gmail is connected, so there is nothing to disconnect.")
-    revoke = getattr(core.backend, "revoke", None)
-    revoked = bool(revoke and await revoke(account.refresh_token))
-    await core.accounts.delete(message.user_key)
-    forget = getattr(core.backend, "forget", None)
-    if forget:
-        forget(message.user_key)
-    if revoked:
+    if await core.oauth.unlink(account):
         return Reply(f"Disconnected {account.address}; Google has revoked this bot's access.")
     return Reply(
         f"Disconnected {account.address} here, but Google could not confirm the revocation; "

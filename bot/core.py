@@ -100,9 +100,6 @@ class Core:
 
     async def linked(self, linked: Linked) -> None:
         """Tell the user in chat that the consent flow connected their account."""
-        prime = getattr(self.backend, "prime", None)
-        if prime is not None and linked.access_token:
-            prime(linked.login.user_key, linked.address, linked.access_token, linked.expires_in)
         platform = linked.login.user_key.partition(":")[0]
         p = prefix(platform)
         text = (

@@ -3,6 +3,7 @@
 Google's client libraries are synchronous: every call runs in a bounded thread pool of our own,
 with one service object per call and no retries inside the library (a blind retry of a send can
 send twice). Retries happen here, and only where Google certainly did not process the request.
+Access tokens come from ``bot.tokens``.
 """
 
 from __future__ import annotations
@@ -14,27 +15,22 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import google.auth.exceptions
-import google.auth.transport.urllib3
 import urllib3
-from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseUpload
 
-from bot.accounts import Account, Accounts
+from bot.accounts import Accounts
 from bot.addresses import EmailAddress
 from bot.backends import Receipt, SendRefused, SendUnknown
 from bot.errors import NotConnectedError
-from bot.google import SCOPES, GoogleClient
+from bot.google import GoogleClient
+from bot.tokens import Tokens
 from bot.transport import MaybeSent, NoRetryHttp, NotSent
 
 log = logging.getLogger(__name__)
@@ -43,20 +39,6 @@ _T = TypeVar("_T")
 SIMPLE_UPLOAD_LIMIT = 5 * 1024 * 1024  # above this, the media upload endpoint
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 DAILY_LIMIT_REASONS = {"dailyLimitExceeded", "quotaExceeded"}
-TESTING_MODE_NOTE = (
-    "If this bot's Google app is still in Testing mode, Google ends every link after 7 days."
-)
-
-
-class AccountLost(Exception):
-    """Google answered ``invalid_grant``: the stored refresh token is dead."""
-
-
-@dataclass(slots=True)
-class _Token:
-    value: str
-    expires_at: float
-    address: str
 
 
 class GmailBackend:
@@ -71,6 +53,7 @@ class GmailBackend:
         self,
         client: GoogleClient,
         accounts: Accounts,
+        tokens: Tokens,
         max_workers: int = 64,
         timeout: float = 30.0,
     ) -> None:
@@ -80,9 +63,8 @@ class GmailBackend:
         # Threads wait on Google, not on the CPU: the pool is sized for sends in flight.
         self._http = urllib3.PoolManager(maxsize=max_workers, retries=False)
         self._timeout = timeout
-        self._tokens: dict[str, _Token] = {}
+        self._tokens = tokens
         self._local = threading.local()
-        self._refreshing: dict[str, asyncio.Lock] = {}
 
     async def sender(self, user_key: str) -> EmailAddress:
         """Return the connected address, or explain how to connect."""
@@ -97,14 +79,14 @@ class GmailBackend:
 
     async def prepare(self, user_key: str) -> None:
         """Have a fresh access token before the mail is marked as leaving."""
-        await self._access_token(user_key)
+        await self._tokens.access_token(user_key)
 
     async def send(self, user_key: str, raw: bytes) -> Receipt:
         """Send ``raw`` as ``user_key``; retry only what Google certainly did not process."""
         rate_retries = connect_retries = 0
         refreshed = False
         while True:
-            token = await self._access_token(user_key)
+            token = await self._tokens.access_token(user_key)
             try:
                 result = await self._run(self._send_sync, token, raw)
             except NotSent:
@@ -122,7 +104,7 @@ class GmailBackend:
                 status, reasons, message = _error_details(exc)
                 if status == 401 and not refreshed:
                     refreshed = True
-                    self._tokens.pop(user_key, None)
+                    self._tokens.forget(user_key)
                     continue
                 if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS):
                     rate_retries += 1
@@ -134,70 +116,14 @@ class GmailBackend:
                     await asyncio.sleep(max(_retry_after(exc), self._backoff(rate_retries)))
                     continue
                 raise _refusal(status, reasons, message) from None
-            address = self._tokens[user_key].address if user_key in self._tokens else "Gmail"
+            address = self._tokens.address(user_key) or "Gmail"
             return Receipt(str(result.get("id", "")), f"sent from {address}")
-
-    async def revoke(self, refresh_token: str) -> bool:
-        """Revoke a refresh token at Google (best effort); return whether Google confirmed."""
-        try:
-            status = await self._run(self._revoke_sync, refresh_token)
-        except Exception as exc:
-            log.warning("revoking a token at Google failed: %s", type(exc).__name__)
-            return False
-        return status == 200
-
-    def prime(self, user_key: str, address: str, access_token: str, expires_in: float) -> None:
-        """Keep the access token the consent flow just got, so the first send needs no refresh."""
-        self._tokens[user_key] = _Token(access_token, time.time() + expires_in, address)
-
-    def forget(self, user_key: str) -> None:
-        """Drop the cached access token of ``user_key``."""
-        self._tokens.pop(user_key, None)
 
     async def close(self) -> None:
         """Stop the thread pool (waiting for calls under way) and close connections."""
         await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, True)
         self._http.clear()
-
-    async def _access_token(self, user_key: str) -> str:
-        cached = self._tokens.get(user_key)
-        # Refresh a minute early: a token that expires in flight gets a needless 401.
-        if cached and cached.expires_at - 60 > time.time():
-            return cached.value
-        lock = self._refreshing.setdefault(user_key, asyncio.Lock())
-        async with lock:
-            cached = self._tokens.get(user_key)
-            if cached and cached.expires_at - 60 > time.time():
-                return cached.value
-            account = await self._accounts.get(user_key)
-            if account is None:
-                raise SendRefused(
-                    "Your Gmail is not connected any more; send /connect to link it."
-                )
-            token = await self._refresh(account)
-            self._tokens[user_key] = token
-            return token.value
-
-    async def _refresh(self, account: Account) -> _Token:
-        for attempt in range(1, self.max_connect_retries + 2):
-            try:
-                return await self._run(self._refresh_sync, account.refresh_token, account.address)
-            except AccountLost:
-                self._tokens.pop(account.user_key, None)
-                await self._accounts.delete(account.user_key)
-                log.warning("a refresh token was refused (invalid_grant); link removed")
-                raise SendRefused(
-                    f"Google no longer accepts the link to {account.address} (it was revoked, "
-                    "expired, or the password changed), so nothing was sent. Send /connect "
-                    f"to link it again. {TESTING_MODE_NOTE}"
-                ) from None
-            except google.auth.exceptions.TransportError:
-                if attempt > self.max_connect_retries:
-                    break
-                await asyncio.sleep(self._backoff(attempt))
-        raise SendRefused(
-            "Google's sign-in service could not be reached, so nothing was sent. Try again later."
-        )
+        await self._tokens.close()
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -242,41 +168,6 @@ class GmailBackend:
             )
             messages = self._local.messages = service.users().messages()
         return messages
-
-    def _refresh_sync(self, refresh_token: str, address: str) -> _Token:
-        creds = Credentials(  # type: ignore[no-untyped-call]
-            token=None,
-            refresh_token=refresh_token,
-            token_uri=self._client.token_uri,
-            client_id=self._client.client_id,
-            client_secret=self._client.client_secret,
-            scopes=list(SCOPES),
-        )
-        try:
-            request = google.auth.transport.urllib3.Request(self._http)  # type: ignore[no-untyped-call]
-            creds.refresh(request)  # type: ignore[no-untyped-call]
-        except google.auth.exceptions.RefreshError as exc:
-            if "invalid_grant" in str(exc):
-                raise AccountLost from None
-            raise google.auth.exceptions.TransportError(  # type: ignore[no-untyped-call]
-                type(exc).__name__
-            ) from None
-        # google-auth keeps expiry as a naive UTC datetime.
-        expiry = (
-            creds.expiry.replace(tzinfo=UTC).timestamp() if creds.expiry else time.time() + 3000
-        )
-        return _Token(str(creds.token), expiry, address)
-
-    def _revoke_sync(self, token: str) -> int:
-        r = self._http.request(
-            "POST",
-            self._client.revoke_uri,
-            fields={"token": token},
-            encode_multipart=False,
-            retries=False,
-            timeout=self._timeout,
-        )
-        return int(r.status)
 
 
 def _error_details(exc: HttpError) -> tuple[int, set[str], str]:

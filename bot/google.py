@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from bot.config import GoogleConfig
 from bot.errors import ConfigError
@@ -23,18 +22,6 @@ class GoogleClient:
     token_uri: str
     revoke_uri: str
     api_endpoint: str
-
-    def flow_config(self, redirect_uri: str) -> dict[str, Any]:
-        """Return the client configuration in the shape google-auth-oauthlib expects."""
-        return {
-            "web": {
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
-                "auth_uri": self.auth_uri,
-                "token_uri": self.token_uri,
-                "redirect_uris": [redirect_uri],
-            }
-        }
 
 
 def load_client(google: GoogleConfig) -> GoogleClient:

@@ -1,27 +1,27 @@
-"""The consent flow: login links, the authorization URL, and finishing at the callback."""
+"""The consent flow: login links, the authorization URL, and finishing at the callback.
+
+The authorization request is a URL (RFC 6749 4.1.1 with PKCE S256, RFC 7636 4.3); the code
+exchange goes through ``bot.tokens``, as one form POST on the event loop.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
-import json
+import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Mapping
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from urllib.parse import urlencode
 
-from google_auth_oauthlib.flow import Flow
-from oauthlib.oauth2.rfc6749.errors import OAuth2Error
-
-from bot.accounts import Accounts, PendingLogin
+from bot.accounts import Account, Accounts, PendingLogin
 from bot.google import GMAIL_SEND, SCOPES, GoogleClient
+from bot.id_token import address_from
+from bot.token_endpoint import CLIENT_ERRORS, EndpointDown, OAuthRefused
+from bot.tokens import Tokens
 
 log = logging.getLogger(__name__)
-GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 
 
 class LoginFailed(Exception):
@@ -40,26 +40,23 @@ class LoginFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Linked:
-    """A finished login: whose it was, the Google address now linked, and the access token
-    Google handed out with it (so the first send needs no refresh)."""
+    """A finished login: whose it was, and the Google address now linked."""
 
     login: PendingLogin
     address: str
-    access_token: str = field(default="", repr=False)
-    expires_in: float = 0.0
 
 
 class OAuth:
     """Hands out login links and completes them."""
 
     def __init__(
-        self, client: GoogleClient, public_url: str, accounts: Accounts, pool: Executor
+        self, client: GoogleClient, public_url: str, accounts: Accounts, tokens: Tokens
     ) -> None:
         self.client = client
         self.public_url = public_url.rstrip("/")
         self.redirect_uri = f"{self.public_url}/oauth/callback"
         self._accounts = accounts
-        self._pool = pool
+        self._tokens = tokens
 
     async def new_link(self, user_key: str, display_name: str, room: str) -> str:
         """Store a pending login and return the link to our connect page."""
@@ -97,14 +94,20 @@ class OAuth:
 
     def authorization_url(self, login: PendingLogin) -> str:
         """Return Google's consent URL for ``login`` (PKCE S256, offline, same state)."""
-        flow = self._flow(login.verifier)
-        url, _ = flow.authorization_url(
-            state=login.state,
-            access_type="offline",
-            prompt="consent",
-            include_granted_scopes="true",
-        )
-        return str(url)
+        digest = hashlib.sha256(login.verifier.encode("ascii")).digest()
+        query = {
+            "response_type": "code",
+            "client_id": self.client.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": " ".join(SCOPES),
+            "state": login.state,
+            "code_challenge": base64.urlsafe_b64encode(digest).decode().rstrip("="),
+            "code_challenge_method": "S256",
+            "access_type": "offline",  # Google's: give a refresh token
+            "prompt": "consent",  # Google's: a refresh token every time, not only the first
+            "include_granted_scopes": "true",
+        }
+        return f"{self.client.auth_uri}?{urlencode(query)}"
 
     async def finish(self, query: Mapping[str, str]) -> Linked:
         """Complete the callback: consume the state, exchange the code, check and store."""
@@ -131,23 +134,9 @@ class OAuth:
                 f"Gmail was not connected: {why}. Send /connect to try again.",
                 login,
             )
-        code = query.get("code", "")
-        try:
-            token = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._exchange, login.verifier, code
-            )
-        except (OAuth2Error, ValueError, OSError) as exc:
-            log.warning("code exchange failed: %s", type(exc).__name__)
-            raise LoginFailed(
-                400,
-                "Google did not confirm the login",
-                "Google refused to complete this login, so nothing was linked. "
-                "Send /connect to the bot for a new link.",
-                "Gmail was not connected: Google refused to complete the login. "
-                "Send /connect for a new link.",
-                login,
-            ) from None
-        granted = _scopes(token.get("scope"))
+        token = await self._exchange(login, query.get("code", ""))
+        # RFC 6749 5.1: scope may be left out when it is what was asked for.
+        granted = _scopes(token["scope"]) if "scope" in token else set(SCOPES)
         if GMAIL_SEND not in granted:
             raise LoginFailed(
                 403,
@@ -159,9 +148,9 @@ class OAuth:
                 "Google's page. Send /connect and tick it.",
                 login,
             )
-        address = self._address(token.get("id_token"))
-        refresh_token = token.get("refresh_token")
-        if not address or not refresh_token:
+        address = address_from(token.get("id_token"), self.client.client_id)
+        refresh_token, access_token = token.get("refresh_token"), token.get("access_token")
+        if not address or not isinstance(refresh_token, str) or not refresh_token:
             raise LoginFailed(
                 502,
                 "Google's answer was incomplete",
@@ -170,57 +159,72 @@ class OAuth:
                 "Gmail was not connected: Google's answer was incomplete. Send /connect again.",
                 login,
             )
-        await self._accounts.save(login.user_key, address, str(refresh_token), tuple(granted))
+        old = await self._accounts.get(login.user_key)
+        await self._accounts.save(login.user_key, address, refresh_token, tuple(sorted(granted)))
         log.info("linked a Google account for a %s user", login.user_key.partition(":")[0])
         expires_in = token.get("expires_in")
-        return Linked(
-            login,
-            address,
-            str(token.get("access_token") or ""),
-            float(expires_in) if isinstance(expires_in, int | float) else 0.0,
-        )
+        if isinstance(access_token, str) and isinstance(expires_in, int | float):
+            self._tokens.prime(login.user_key, address, access_token, float(expires_in))
+        else:
+            self._tokens.forget(login.user_key)
+        if old is not None:
+            await self._retire(old, address)
+        return Linked(login, address)
 
-    def _flow(self, verifier: str) -> Flow:
-        return Flow.from_client_config(
-            self.client.flow_config(self.redirect_uri),
-            scopes=list(SCOPES),
-            redirect_uri=self.redirect_uri,
-            code_verifier=verifier,
-            autogenerate_code_verifier=False,
-        )
+    async def unlink(self, account: Account) -> bool:
+        """Revoke ``account``'s token at Google and forget the link; return whether Google
+        confirmed the revocation."""
+        revoked = await self._tokens.revoke(account.refresh_token)
+        await self._accounts.delete(account.user_key)
+        self._tokens.forget(account.user_key)
+        return revoked
 
-    def _exchange(self, verifier: str, code: str) -> dict[str, Any]:
-        # Runs in the thread pool: requests-oauthlib is synchronous.
-        flow = self._flow(verifier)
+    async def _retire(self, old: Account, address: str) -> None:
+        """Revoke the refresh token a reconnect replaced, now that the new one is stored.
+
+        Google ends an app's whole grant for an account at any revocation: if the same account
+        connected again, revoking its old token would end the new link too, so it is left to
+        lapse (Google drops a user's oldest tokens beyond its per-client limit)."""
+        if old.address.lower() == address.lower():
+            return
+        if not await self._tokens.revoke(old.refresh_token):
+            log.warning("the link a reconnect replaced was not revoked at Google")
+
+    async def _exchange(self, login: PendingLogin, code: str) -> dict[str, object]:
         try:
-            token = flow.fetch_token(code=code)
-        except Warning as w:
-            # oauthlib raises a Warning when the granted scopes differ from those asked for
-            # (Google expands "email" and lets users untick boxes); we check scopes ourselves.
-            token = getattr(w, "token", None)
-            if token is None:
-                raise
-        return dict(token)
-
-    def _address(self, id_token: object) -> str | None:
-        """Read the address from the ID token (it came from Google over TLS: check claims)."""
-        if not isinstance(id_token, str) or id_token.count(".") != 2:
-            return None
-        payload = id_token.split(".")[1]
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (ValueError, binascii.Error):
-            return None
-        if (
-            not isinstance(claims, dict)
-            or claims.get("iss") not in GOOGLE_ISSUERS
-            or claims.get("aud") != self.client.client_id
-            or not isinstance(claims.get("exp"), int | float)
-            or claims["exp"] < time.time() - 300
-            or not isinstance(claims.get("email"), str)
-        ):
-            return None
-        return str(claims["email"])
+            return await self._tokens.exchange(code, login.verifier, self.redirect_uri)
+        except OAuthRefused as exc:
+            log.warning("code exchange refused: %s", exc)
+            if exc.code in CLIENT_ERRORS:
+                raise LoginFailed(
+                    502,
+                    "The bot's Google setup is broken",
+                    "Google refused this bot's own credentials, so nothing was linked; this is "
+                    "not your account's fault. The bot's operator must fix its Google setup.",
+                    "Gmail was not connected: Google refused this bot's own credentials; the "
+                    "bot's operator must fix its Google setup.",
+                    login,
+                ) from None
+            raise LoginFailed(
+                400,
+                "Google did not confirm the login",
+                "Google refused to complete this login, so nothing was linked. "
+                "Send /connect to the bot for a new link.",
+                "Gmail was not connected: Google refused to complete the login. "
+                "Send /connect for a new link.",
+                login,
+            ) from None
+        except EndpointDown as exc:
+            log.warning("code exchange failed: %s", exc)
+            raise LoginFailed(
+                502,
+                "Google could not be reached",
+                "Google's sign-in service did not answer, so nothing was linked. "
+                "Send /connect to the bot for a new link and try again.",
+                "Gmail was not connected: Google's sign-in service did not answer. "
+                "Send /connect for a new link.",
+                login,
+            ) from None
 
 
 def _scopes(value: object) -> set[str]:

@@ -309,8 +309,7 @@ async def stack(tmp_path: Path, extra_config: str = "") -> AsyncIterator[Stack]:
     async with remote_google() as google, remote_telegram() as telegram:
         config, public = write_config(tmp_path, google, telegram, extra_config)
         await google.set(redirect_uris=[f"{public}/oauth/callback"])
-        # oauthlib refuses plain-HTTP token endpoints unless told (tests only).
-        bot = Daemon(config, public, env={"OAUTHLIB_INSECURE_TRANSPORT": "1"})
+        bot = Daemon(config, public)
         await bot.start()
         try:
             yield Stack(google, telegram, bot)

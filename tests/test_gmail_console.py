@@ -22,8 +22,7 @@ def write_config(tmp_path: Path, fake: GoogleFake, log_level: str = "info") -> P
 
 
 async def start(config: Path) -> BotProcess:
-    # oauthlib refuses plain-HTTP token endpoints unless told (tests only).
-    return await BotProcess(config, env={"OAUTHLIB_INSECURE_TRANSPORT": "1"}).start()
+    return await BotProcess(config).start()
 
 
 async def connect(bot: BotProcess, fake: GoogleFake, email: str = "alice@gmail.com") -> None:
