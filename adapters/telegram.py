@@ -46,6 +46,7 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 from adapters.ratelimit import SendLimiter
+from adapters.telegram_update import BadUpdate, clean_update
 from bot.chat import Attachment, Handler, Message, Reply
 from bot.config import TelegramConfig
 from bot.errors import BotError, ConfigError
@@ -132,14 +133,17 @@ class TelegramAdapter:
         if not hmac.compare_digest(given.encode(), self._config.webhook_secret.encode()):
             log.warning("refused a webhook request without the right secret token")
             return web.Response(status=403, text="forbidden")
+        if request.content_type != "application/json":
+            return web.Response(status=415, text="expected application/json")
+        try:
+            # RFC 8259 section 8.1: JSON between systems is UTF-8, whatever a charset says.
+            update = clean_update(json.loads((await request.read()).decode("utf-8")))
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            log.info("refused a webhook body that is not an update (%s)", _why(exc))
+            return web.Response(status=400, text="not an update object")
         if not self._ready.is_set():
             return web.Response(status=503, text="starting")  # Telegram delivers it again
-        try:
-            data = await request.json()
-            update = Update.de_json(data, self.bot)
-        except (ValueError, TypeError, KeyError):
-            return web.Response(status=400, text="bad update")
-        await self._dispatch(update)
+        await self._dispatch(Update.de_json(update, self.bot))
         return web.Response(text="ok")
 
     def start_link(self, payload: str) -> str | None:
@@ -339,6 +343,11 @@ class TelegramAdapter:
                 delay = min(2.0**attempt, MAX_BACKOFF)
                 log.warning("Telegram call failed (%s); trying again in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
+
+
+def _why(exc: BaseException) -> str:
+    # Only our own description: a JSON error quotes the body, which may hold a mail's text.
+    return str(exc) if isinstance(exc, BadUpdate) else type(exc).__name__
 
 
 def _forget(in_flight: dict[int, asyncio.Task[None]], update_id: int, _: object) -> None:

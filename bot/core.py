@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from dataclasses import replace
 
 import aiosqlite
@@ -14,6 +14,7 @@ from bot.accounts import Accounts
 from bot.aliases import Aliases
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter, Message, Reply
+from bot.claims import Claims
 from bot.config import Config
 from bot.errors import BotError, NotAllowedError
 from bot.grammar import parse_command
@@ -45,8 +46,8 @@ class Core:
         self.accounts = Accounts(db, box)
         self.aliases = Aliases(db)
         self.outbox = Outbox(db, box, backend, self._tell_outcome)
+        self.claims = Claims(db)
         self._networks: dict[str, ChatAdapter] = {}
-        self._pruned = 0.0
         self._user_locks: dict[str, asyncio.Lock] = {}
 
     def user_lock(self, user_key: str) -> asyncio.Lock:
@@ -64,31 +65,26 @@ class Core:
     async def handle(self, message: Message) -> None:
         """Answer one incoming message once; never raises for the message's sake."""
         key = f"{message.platform}:{message.event_key}"
-        async with self.db.execute("SELECT 1 FROM seen_events WHERE event_key = ?", (key,)) as c:
-            if await c.fetchone() is not None:
-                return  # the network delivered it again (e.g. after a restart)
+        if not await self.claims.claim(key):
+            return  # delivered again: handled, or being handled right now, by this run
         try:
-            reply = await self._answer(message)
-        except BotError as exc:
-            reply = Reply(str(exc))
-        except Exception:
-            log.exception("error while handling a %s message", message.platform)
-            reply = Reply(APOLOGY)
-        if reply is not None:
-            reply = replace(reply, reply_to=reply.reply_to or message.event_key)
-            await self.say(message.platform, message.room, reply)
-        await self._seen(key)
-
-    async def _seen(self, key: str) -> None:
-        # Marked after handling: a crash in between answers twice, never loses a command
-        # (and /mail is kept unique by the outbox itself).
-        now = time.time()
-        await self.db.execute(
-            "INSERT OR IGNORE INTO seen_events (event_key, seen_at) VALUES (?, ?)", (key, now)
-        )
-        if now - self._pruned > 3600:  # networks redeliver for a day at most (Telegram: 24 h)
-            self._pruned = now
-            await self.db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - 172_800,))
+            try:
+                reply = await self._answer(message)
+            except BotError as exc:
+                reply = Reply(str(exc))
+            except Exception:
+                log.exception("error while handling a %s message", message.platform)
+                reply = Reply(APOLOGY)
+            if reply is not None:
+                reply = replace(reply, reply_to=reply.reply_to or message.event_key)
+                await self.say(message.platform, message.room, reply)
+        except BaseException:
+            # Cut off (the answer could not be sent, or the task was cancelled): a redelivery
+            # may handle it again; /mail stays unique through the outbox's own key.
+            with contextlib.suppress(Exception):
+                await self.claims.release(key)
+            raise
+        await self.claims.done(key)
 
     async def say(self, platform: str, room: str, reply: Reply) -> None:
         """Send ``reply`` to ``room`` on ``platform``, in that network's command spelling."""

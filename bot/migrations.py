@@ -94,4 +94,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (user_key, address)
         )""",
     ),
+    # 6: chat events are claimed when received (state 'claimed', by a process run), so a
+    # redelivery during handling is handled by nobody else; rows from before were handled.
+    (
+        "ALTER TABLE seen_events ADD COLUMN state TEXT NOT NULL DEFAULT 'done'"
+        " CHECK (state IN ('claimed', 'done'))",
+        "ALTER TABLE seen_events ADD COLUMN run TEXT NOT NULL DEFAULT ''",
+    ),
 )

@@ -359,7 +359,10 @@ class TelegramFake:
         self.strict_ampersand = True
         self.privacy_mode = True
         self.webhook_attempts, self.webhook_retry_delay = 4, 0.2
+        # Telegram gives up waiting for a webhook's answer and delivers the update again.
+        self.webhook_timeout = 10.0
         self.webhook_errors: list[str] = []
+        self.webhook_posts: dict[int, int] = {}  # update_id -> deliveries tried
         self.users: dict[int, FakeUser] = {}
         self.chats: dict[int, FakeChat] = {}
         self.files: dict[str, FakeFile] = {}
@@ -574,6 +577,17 @@ class TelegramFake:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await event.wait()
+
+    def pending(self) -> int:
+        """Return how many updates Telegram still holds: not confirmed by an offset, or not
+        yet delivered to the webhook with a 2xx answer."""
+        return len(self._updates)
+
+    async def wait_confirmed(self, timeout: float = 10.0) -> None:
+        """Wait until the bot has confirmed every update (so it finished handling each)."""
+        async with asyncio.timeout(timeout):
+            while self._updates:
+                await self._wakeup.wait()
 
     def texts(self, chat_id: int) -> list[str]:
         """Return what ``chat_id`` shows now: the plain text of each undeleted bot message."""
@@ -1003,14 +1017,21 @@ class TelegramFake:
                     await asyncio.sleep(self.webhook_retry_delay * 2 ** (attempt - 1))
                 if self._webhook is not hook:
                     break  # changed or deleted meanwhile: the update stays queued
+                uid = update["update_id"]
+                self.webhook_posts[uid] = self.webhook_posts.get(uid, 0) + 1
+                timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
                 try:
-                    async with self._session.post(hook["url"], json=update, headers=headers) as r:
+                    async with self._session.post(
+                        hook["url"], json=update, headers=headers, timeout=timeout
+                    ) as r:
                         error = (
                             None
                             if r.status < 300
                             else f"Wrong response from the webhook: {r.status}"
                         )
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                except TimeoutError:
+                    error = "Read timeout expired"
+                except aiohttp.ClientError as exc:
                     error = f"Connection failed: {exc.__class__.__name__}"
                 if error is None:
                     break
@@ -1018,6 +1039,7 @@ class TelegramFake:
                 self.webhook_errors.append(error)
             if self._webhook is hook:  # delivered, or given up on as Telegram eventually does
                 self._updates = [u for u in self._updates if u is not update]
+                self._notify()
 
     # -- control API (for a fake in another process) ---------------------------------------
 

@@ -50,6 +50,55 @@ async def test_same_chat_event_twice_sends_once(bench: Bench) -> None:
     assert len([r for r in bench.chat.replies if is_outcome(r)]) == 1
 
 
+async def test_a_redelivery_while_the_first_delivery_is_handled_is_answered_once(
+    bench: Bench,
+) -> None:
+    message = bench.chat.message("/help", event_key="42:8")
+    await asyncio.gather(*(bench.core.handle(message) for _ in range(5)))  # all at once
+    assert len(bench.chat.replies) == 1
+    await bench.core.handle(message)  # and later, once it was handled
+    assert len(bench.chat.replies) == 1
+
+
+async def test_an_event_claimed_by_this_run_is_left_to_it(bench: Bench) -> None:
+    # The first delivery has claimed the event and is still at work on it.
+    assert await bench.core.claims.claim("telegram:42:9")
+    await bench.core.handle(bench.chat.message("/help", event_key="42:9"))
+    assert bench.chat.replies == []  # the duplicate did nothing
+
+
+async def test_a_command_cut_off_by_a_crash_is_handled_after_the_restart(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    async for b in start_bench(cfg):
+        # Received and claimed; the process dies before it is handled.
+        assert await b.core.claims.claim("telegram:42:10")
+    async for b in start_bench(cfg):  # a new run: the network delivers the update again
+        await b.core.handle(b.chat.message("/mail bob@example.com Cut off | x", event_key="42:10"))
+        said = await b.chat.wait_for(is_outcome)
+        assert "“Cut off”" in said.text
+        await b.core.handle(b.chat.message("/mail bob@example.com Cut off | x", event_key="42:10"))
+        await b.core.outbox.drain()
+        assert len(b.chat.replies) == 1
+        assert len(b.eml_files()) == 1
+
+
+async def test_an_answer_that_could_not_be_sent_leaves_the_event_to_a_redelivery(
+    bench: Bench,
+) -> None:
+    sent = bench.chat.send
+
+    async def chat_is_down(room: str, reply: object) -> None:
+        raise ConnectionError("the chat network is unreachable")
+
+    bench.chat.send = chat_is_down  # type: ignore[assignment,method-assign]
+    message = bench.chat.message("/help", event_key="42:11")
+    with pytest.raises(ConnectionError):
+        await bench.core.handle(message)
+    bench.chat.send = sent  # type: ignore[method-assign]
+    await bench.core.handle(message)  # delivered again: answered now
+    assert len(bench.chat.replies) == 1
+
+
 async def test_group_chatter_is_ignored_but_direct_chatter_gets_a_hint(bench: Bench) -> None:
     await bench.core.handle(bench.chat.message("hello all", direct=False, room="group"))
     assert bench.chat.replies == []
@@ -149,10 +198,14 @@ async def test_a_bug_is_logged_and_answered_with_a_fixed_apology(
 
 
 async def test_queued_mail_survives_a_restart(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
+    cfg = make_config(tmp_path, mail={"confirm": "never", "undo_seconds": 2})
     async for b in start_bench(cfg):
-        b.core.outbox.submit = lambda row_id: None  # type: ignore[method-assign]
         await b.core.handle(b.chat.message("/mail bob@example.com Later | x"))
+        for task in list(b.core.outbox._tasks):  # the process dies: its deliveries with it
+            task.cancel()
+        await asyncio.gather(*b.core.outbox._tasks, return_exceptions=True)
+        # No delivery is left that could write it: it was not sent before the restart.
+        assert (await b.core.outbox.get(1)).state == "queued"  # type: ignore[union-attr]
         assert b.eml_files() == []
     async for b in start_bench(dataclasses.replace(cfg)):
         said = await b.chat.wait_for(is_outcome)

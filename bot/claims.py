@@ -1,0 +1,61 @@
+"""Chat events claimed on receipt, so a network's redelivery is handled by nobody else.
+
+A network delivers an event again when it did not hear in time that the first delivery was taken
+(Telegram: a webhook not answered 200 yet, an offset not confirmed yet; Matrix: a sync replayed
+after a restart). The first delivery claims the event's key in one statement before handling it;
+a delivery that finds it claimed does nothing. A claim records the process run that made it: a
+claim left ``claimed`` by an earlier run was cut off by a crash or a stop, and the next delivery
+takes it over, so a command interrupted by a restart is still handled after it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import aiosqlite
+
+CLAIMED, DONE = "claimed", "done"
+KEEP = 172_800.0  # seconds; networks redeliver for a day at most (Telegram keeps updates 24 h)
+
+
+class Claims:
+    """The seen_events table: one row per event key, claimed, then done."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self.run = secrets.token_hex(8)  # this process run; a restart is a new run
+        self._pruned = 0.0
+
+    async def claim(self, key: str) -> bool:
+        """Claim event ``key`` for this run; False if it is done, or being handled by this run."""
+        now = time.time()
+        # One statement, so two deliveries at once cannot both get it (SQLite serialises
+        # writes; on PostgreSQL the same upsert takes a row lock).
+        async with self._db.execute(
+            "INSERT INTO seen_events (event_key, seen_at, state, run) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (event_key) DO UPDATE SET seen_at = excluded.seen_at,"
+            " run = excluded.run WHERE seen_events.state = ? AND seen_events.run != excluded.run"
+            " RETURNING event_key",
+            (key, now, CLAIMED, self.run, CLAIMED),
+        ) as cur:
+            got = await cur.fetchone() is not None
+        if now - self._pruned > 3600:
+            self._pruned = now
+            await self._db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - KEEP,))
+        return got
+
+    async def done(self, key: str) -> None:
+        """Mark ``key`` handled: no delivery of it is handled again, by any run."""
+        await self._db.execute(
+            "UPDATE seen_events SET state = ?, seen_at = ? WHERE event_key = ? AND run = ?",
+            (DONE, time.time(), key, self.run),
+        )
+
+    async def release(self, key: str) -> None:
+        """Give up this run's claim on ``key`` (its handling was cut off): a redelivery may
+        take it."""
+        await self._db.execute(
+            "DELETE FROM seen_events WHERE event_key = ? AND run = ? AND state = ?",
+            (key, self.run, CLAIMED),
+        )
