@@ -1,42 +1,30 @@
 """The Gmail backend: sends through the Gmail API as each connected user.
 
-Google's client libraries are synchronous: every call runs in a bounded thread pool of our own,
-with one service object per call and no retries inside the library (a blind retry of a send can
-send twice). Retries happen here, and only where Google certainly did not process the request.
-Access tokens come from ``bot.tokens``.
+Each send is built by Google's client library and exchanged on the event loop
+(``bot.gmail_send``), with no retries inside a library (a blind retry of a send can send twice).
+Retries happen here, and only where Google certainly did not process the request. Access tokens
+come from ``bot.tokens``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import logging
 import random
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-import urllib3
-from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
-from googleapiclient.http import MediaIoBaseUpload
 
 from bot.accounts import Accounts
 from bot.addresses import EmailAddress
 from bot.backends import Receipt, SendRefused, SendUnknown
 from bot.errors import NotConnectedError
+from bot.gmail_send import GmailSender, MaybeSent, NotSent
 from bot.google import GoogleClient
 from bot.tokens import Tokens
-from bot.transport import MaybeSent, NoRetryHttp, NotSent
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
-SIMPLE_UPLOAD_LIMIT = 5 * 1024 * 1024  # above this, the media upload endpoint
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 DAILY_LIMIT_REASONS = {"dailyLimitExceeded", "quotaExceeded"}
 
@@ -54,17 +42,12 @@ class GmailBackend:
         client: GoogleClient,
         accounts: Accounts,
         tokens: Tokens,
-        max_workers: int = 64,
         timeout: float = 30.0,
     ) -> None:
         self._client = client
         self._accounts = accounts
-        self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="google")
-        # Threads wait on Google, not on the CPU: the pool is sized for sends in flight.
-        self._http = urllib3.PoolManager(maxsize=max_workers, retries=False)
-        self._timeout = timeout
+        self._sender = GmailSender(client.api_endpoint, timeout)
         self._tokens = tokens
-        self._local = threading.local()
 
     async def sender(self, user_key: str) -> EmailAddress:
         """Return the connected address, or explain how to connect."""
@@ -88,7 +71,7 @@ class GmailBackend:
         while True:
             token = await self._tokens.access_token(user_key)
             try:
-                result = await self._run(self._send_sync, token, raw)
+                result = await self._sender.send(token, raw)
             except NotSent:
                 connect_retries += 1
                 if connect_retries > self.max_connect_retries:
@@ -120,54 +103,12 @@ class GmailBackend:
             return Receipt(str(result.get("id", "")), f"sent from {address}")
 
     async def close(self) -> None:
-        """Stop the thread pool (waiting for calls under way) and close connections."""
-        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, True)
-        self._http.clear()
+        """Close the connections to Gmail and to Google's token endpoint."""
+        await self._sender.close()
         await self._tokens.close()
-
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def _backoff(self, attempt: int) -> float:
         return float(self.backoff_base * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
-
-    # The functions below run in the thread pool.
-
-    def _send_sync(self, token: str, raw: bytes) -> dict[str, Any]:
-        messages = self._messages()
-        if len(raw) <= SIMPLE_UPLOAD_LIMIT:
-            body = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
-            request = messages.send(userId="me", body=body)
-        else:
-            # Larger mail goes to the media upload endpoint as one plain upload: a resumable one
-            # is several requests (each a chance to half-send), and googleapiclient's multipart
-            # writer fails on 8-bit mail. Its upload URL keeps Google's scheme and drops any
-            # path of api_endpoint, so it is rebuilt on ours.
-            media = MediaIoBaseUpload(io.BytesIO(raw), mimetype="message/rfc822", resumable=False)
-            request = messages.send(userId="me", media_body=media)
-            upload = urlsplit(request.uri)
-            request.uri = f"{self._client.api_endpoint}{upload.path}?{upload.query}"
-        http = NoRetryHttp(self._http, self._timeout, bearer=token)  # one per call
-        result: dict[str, Any] = request.execute(http=http, num_retries=0)
-        return result
-
-    def _messages(self) -> Any:
-        """Return this thread's ``users().messages()`` resource, built on first use.
-
-        Resource objects are not thread-safe, so each pool thread has its own; the HTTP object
-        is per call (``execute(http=...)``), so none is ever shared between requests."""
-        messages = getattr(self._local, "messages", None)
-        if messages is None:
-            service = build(
-                "gmail",
-                "v1",
-                http=NoRetryHttp(self._http, self._timeout),
-                static_discovery=True,
-                cache_discovery=False,
-                client_options={"api_endpoint": self._client.api_endpoint},
-            )
-            messages = self._local.messages = service.users().messages()
-        return messages
 
 
 def _error_details(exc: HttpError) -> tuple[int, set[str], str]:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
+from bot.gmail_send import IDLE_SECONDS
 from tests.botproc import free_port
 from tests.gmail_rig import GmailRig, connect, follow, gmail_config, login_link, start_gmail_rig
 from tests.google_fake import GMAIL_SEND, Fault, GoogleFake
@@ -226,6 +227,22 @@ async def test_unknown_outcome_is_reported_and_never_resent(rig: GmailRig, fault
     await rig.wait("Sending mail #1")
     assert "sent from" in (await rig.wait("✅ Mail #1")).text
     assert rig.fake.gmail_requests == 2
+
+
+async def test_a_send_after_an_idle_spell_is_sent_not_maybe_sent(rig: GmailRig) -> None:
+    # Gmail (or a middlebox) forgets connections idle a little longer than the bot keeps
+    # them; a request on a forgotten one would be reset unanswered, "maybe sent".
+    await connect(rig)
+    rig.fake.idle_timeout = IDLE_SECONDS + 1.0
+    await rig.say("/mail bob@example.com First | x")
+    assert (await rig.wait("Mail #1")).text.startswith("✅ Mail #1")
+    await asyncio.sleep(rig.fake.idle_timeout + 0.5)  # the idle spell itself
+    start = len(rig.chat.replies)
+    await rig.say("/mail bob@example.com Second | x")
+    said = await rig.chat.wait_for(lambda s: "ail #2" in s.text, 20, start)
+    assert said.text.startswith("✅ Mail #2"), said.text  # not "⚠️ Maybe sent: mail #2"
+    assert [m.subject for m in rig.fake.sent] == ["First", "Second"]
+    assert rig.fake.idle_resets == 0
 
 
 async def test_gmail_unreachable_is_retried_then_failed_with_nothing_sent(

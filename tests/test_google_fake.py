@@ -404,6 +404,34 @@ async def test_a_dropped_connection_after_gmail_took_the_mail(google_fake: Googl
     assert len(google_fake.sent) == 6
 
 
+async def test_a_request_on_a_connection_idle_too_long_is_reset_unanswered(
+    google_fake: GoogleFake,
+) -> None:
+    creds = await connect(google_fake)
+    google_fake.idle_timeout = 0.5
+    url = f"{google_fake.api_endpoint}/gmail/v1/users/me/messages/send"
+    body = {"raw": base64.urlsafe_b64encode(message()).decode()}
+    headers = {"Authorization": f"Bearer {creds.token}"}
+    connector = aiohttp.TCPConnector(keepalive_timeout=30)  # keeps what the fake forgets
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.post(url, json=body, headers=headers) as r:
+            assert r.status == 200
+        async with http.post(url, json=body, headers=headers) as r:  # busy: kept alive
+            assert r.status == 200
+        await asyncio.sleep(0.7)
+        with pytest.raises(aiohttp.ServerDisconnectedError):  # POST: aiohttp never resends
+            async with http.post(url, json=body, headers=headers) as r:
+                await r.read()
+    assert google_fake.idle_resets == 1
+    assert len(google_fake.sent) == 2  # the reset request was not taken
+    async with (
+        aiohttp.ClientSession() as http,  # a fresh connection is fine
+        http.post(url, json=body, headers=headers) as r,
+    ):
+        assert r.status == 200
+    assert len(google_fake.sent) == 3
+
+
 async def test_a_slow_answer_comes_after_the_mail_was_taken(google_fake: GoogleFake) -> None:
     creds = await connect(google_fake)
     google_fake.gmail_faults.append(Fault.slow(0.5))
