@@ -29,6 +29,10 @@ class ConsoleAdapter:
         # Event keys must stay unique across runs that share a database.
         self._run_id = f"{time.time_ns():x}"
 
+    async def connected(self) -> bool:
+        """The terminal is always there."""
+        return True
+
     async def run(self, handler: Handler) -> None:
         """Hand each (joined) input line to ``handler``; return at end of input."""
         lines = self._start_reader()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from nio import (
-    AsyncClient,
     AsyncClientConfig,
     DownloadError,
     InviteMemberEvent,
@@ -39,9 +38,12 @@ from nio import (
 )
 from nio.crypto.attachments import decrypt_attachment
 
+from adapters.link import Link
+from adapters.matrix_client import LinkedClient
 from bot.chat import Attachment, Handler, Message, Reply
 from bot.config import MatrixConfig
 from bot.errors import BotError, ConfigError
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ ROOM_WAIT = 30.0  # seconds to wait for a room we joined or created to show up i
 MAX_ATTACHMENT = 35 * 1024 * 1024  # Gmail's limit for a whole message
 # Matrix has no buttons: a reply's buttons become reactions the bot puts on its own message.
 REACTIONS = {"Send": "✅", "Cancel": "❌", "Undo": "↩️"}
+PROBE_TIMEOUT = 3.0  # seconds a readiness check may wait for the homeserver
 REMEMBERED = 500  # recent button messages and media events kept in memory
 
 
@@ -58,20 +61,26 @@ class MatrixAdapter:
 
     platform = "matrix"
 
-    def __init__(self, config: MatrixConfig, allowed: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        config: MatrixConfig,
+        allowed: Callable[[str], bool],
+        metrics: Metrics | None = None,
+    ) -> None:
         self._config = config
         self._allowed = allowed  # takes "matrix:@user:server"
         self._store = Path(config.store_path)
-        self.client = AsyncClient(
+        self.client = LinkedClient(
             config.homeserver,
             config.user_id,
+            link=Link(self.platform, metrics),
             store_path=str(self._store),
             config=AsyncClientConfig(
                 store_sync_tokens=False,  # we store the token ourselves, after handling
                 encryption_enabled=True,
                 request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
                 max_timeouts=None,
-                max_timeout_retry_wait_time=10,  # back soon after the homeserver returns
+                max_timeout_retry_wait_time=5,  # back soon after the homeserver returns
             ),
         )
         self._handler: Handler | None = None
@@ -81,6 +90,12 @@ class MatrixAdapter:
         self._buttons: dict[str, dict[str, str]] = {}  # our event id -> reaction -> command
         self._media: dict[str, str] = {}  # media event id -> attachment reference
         self._greet: dict[str, str] = {}  # room joined on invite -> inviter, greeted once synced
+
+    async def connected(self) -> bool:
+        """Whether the bot is logged in and the homeserver answers (/versions, if in doubt)."""
+        if self.client.logged_in and not self.client.link.connected:
+            await self.client.probe(PROBE_TIMEOUT)
+        return bool(self.client.logged_in) and self.client.link.connected
 
     async def run(self, handler: Handler) -> None:
         """Log in (or restore the device), skip the backlog once, then sync until cancelled."""

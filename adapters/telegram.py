@@ -43,13 +43,15 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.request import HTTPXRequest
 
+from adapters.link import Link
 from adapters.ratelimit import SendLimiter
+from adapters.telegram_request import LinkedRequest
 from adapters.telegram_update import BadUpdate, clean_update
 from bot.chat import Attachment, Handler, Message, Reply
 from bot.config import TelegramConfig
 from bot.errors import BotError, ConfigError
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,10 @@ MAX_DOWNLOAD = 20 * 1024 * 1024  # the Bot API's limit for bots downloading file
 MAX_TEXT = 4096  # characters (UTF-16 code units) per message
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll may wait
 BUSY_POLL = 0.5  # seconds between getUpdates calls while updates are being handled
-MAX_BACKOFF = 10.0  # seconds between tries while Telegram is unreachable: back soon after
+MAX_BACKOFF = 5.0  # seconds between tries while Telegram is unreachable: back soon after
 GIVE_UP_AFTER = 300.0  # seconds a reply keeps being retried before the caller hears it failed
 WEBHOOK_PATH = "/telegram/webhook"
+PROBE_TIMEOUT = 3.0  # seconds a readiness check may wait for Telegram
 COMMANDS = [
     BotCommand("mail", "send a mail: /mail <to> <subject> | <body>"),
     BotCommand("connect", "link your Gmail"),
@@ -75,21 +78,32 @@ class TelegramAdapter:
 
     platform = "telegram"
 
-    def __init__(self, config: TelegramConfig, public_url: str = "") -> None:
+    def __init__(
+        self, config: TelegramConfig, public_url: str = "", metrics: Metrics | None = None
+    ) -> None:
         self._config = config
         self._public_url = public_url.rstrip("/")
         file_url = config.base_url.removesuffix("/bot") + "/file/bot"
+        self.link = Link(self.platform, metrics)
         self.bot = Bot(
             config.token,
             base_url=config.base_url,
             base_file_url=file_url,
-            request=HTTPXRequest(connection_pool_size=64, read_timeout=20.0),
-            get_updates_request=HTTPXRequest(read_timeout=POLL_TIMEOUT + 10.0),
+            request=LinkedRequest(self.link, connection_pool_size=64, read_timeout=20.0),
+            get_updates_request=LinkedRequest(self.link, read_timeout=POLL_TIMEOUT + 10.0),
         )
         self._limiter = SendLimiter()
         self._handler: Handler | None = None
         self._ready = asyncio.Event()
         self.username: str | None = None
+
+    async def connected(self) -> bool:
+        """Whether the bot is set up at Telegram and Telegram answers (getMe, if in doubt)."""
+        if self._ready.is_set() and not self.link.connected:
+            with contextlib.suppress(TelegramError, TimeoutError):
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await self.bot.get_me()  # its answer, through the link, marks it connected
+        return self._ready.is_set() and self.link.connected
 
     async def start(self) -> str:
         """Log in (getMe, retried while Telegram is unreachable) and register the command menu."""
@@ -178,7 +192,8 @@ class TelegramAdapter:
         is_group = room.startswith("-")
         started = time.monotonic()
         for attempt in itertools.count(1):
-            await self._limiter.acquire(room, is_group)
+            with self.link.metrics.waiting_on_rate_limit(self.platform):
+                await self._limiter.acquire(room, is_group)
             try:
                 await self.bot.send_message(
                     chat_id=int(room),

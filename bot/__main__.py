@@ -72,7 +72,7 @@ def _run(path: Path | None, *, console: bool) -> int:
         print(TRIAL_NOTE, file=sys.stderr, flush=True)
         return asyncio.run(app.run(cfg, console=True, serve_web=False))
     cfg = config.load(path)
-    logs.setup(cfg.bot.log_level)
+    logs.setup(cfg.bot.log_level, cfg.bot.log_format)
     return asyncio.run(app.run(cfg, console=console))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from pathlib import Path
@@ -16,7 +17,9 @@ from bot.chat import ChatAdapter
 from bot.config import Config
 from bot.core import Core
 from bot.errors import ConfigError
+from bot.health import not_ready
 from bot.local_outbox import LocalOutbox
+from bot.metrics import Metrics
 from bot.store import MEMORY, open_database
 from bot.vault import SecretBox, load_key
 from bot.web import WebServer
@@ -35,8 +38,9 @@ def key_file(config: Config) -> Path | None:
 
 def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core:
     """Return a core with the mail backend (and consent flow) the configuration asks for."""
+    metrics = Metrics()
     if config.mail_backend == "outbox":
-        return Core(config, db, box, LocalOutbox(config.mail.outbox_dir))
+        return Core(config, db, box, LocalOutbox(config.mail.outbox_dir), metrics=metrics)
     from bot.gmail import GmailBackend
     from bot.google import load_client
     from bot.oauth import OAuth
@@ -44,13 +48,15 @@ def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core
 
     assert config.google is not None  # checked when the configuration was loaded
     client = load_client(config.google)
-    tokens = Tokens(client, Accounts(db, box))
+    tokens = Tokens(client, Accounts(db, box), metrics=metrics)
     gmail = GmailBackend(client, Accounts(db, box), tokens)
     oauth = OAuth(client, config.web.public_url, Accounts(db, box), tokens)
-    return Core(config, db, box, gmail, oauth)
+    return Core(config, db, box, gmail, oauth, metrics=metrics)
 
 
-def chat_adapters(config: Config, console: bool, web: WebServer | None) -> list[ChatAdapter]:
+def chat_adapters(
+    config: Config, console: bool, web: WebServer | None, metrics: Metrics | None = None
+) -> list[ChatAdapter]:
     """Return the chat adapters to run: the console alone, or the configured networks."""
     if console:
         from adapters.console import ConsoleAdapter
@@ -60,7 +66,7 @@ def chat_adapters(config: Config, console: bool, web: WebServer | None) -> list[
     if config.telegram is not None:
         from adapters.telegram import WEBHOOK_PATH, TelegramAdapter
 
-        telegram = TelegramAdapter(config.telegram, config.web.public_url)
+        telegram = TelegramAdapter(config.telegram, config.web.public_url, metrics)
         if config.telegram.mode == "webhook" and web is not None:
             web.add_post(WEBHOOK_PATH, telegram.webhook)
         adapters.append(telegram)
@@ -69,7 +75,8 @@ def chat_adapters(config: Config, console: bool, web: WebServer | None) -> list[
         from bot.policy import is_allowed
 
         patterns = config.bot.allowed_users
-        adapters.append(MatrixAdapter(config.matrix, lambda key: is_allowed(key, patterns)))
+        allowed = functools.partial(is_allowed, patterns=patterns)
+        adapters.append(MatrixAdapter(config.matrix, allowed, metrics))
     return adapters
 
 
@@ -90,9 +97,16 @@ async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
         backend = core.backend
         if serve_web:
             web = WebServer(
-                config.web.listen, core.oauth, core.linked, core.login_failed, core.metrics
+                config.web.listen,
+                core.oauth,
+                core.linked,
+                core.login_failed,
+                core.metrics,
+                config.web.metrics_listen,
             )
-        adapters = chat_adapters(config, console, web)
+        adapters = chat_adapters(config, console, web, core.metrics)
+        if web is not None:
+            web.readiness = functools.partial(not_ready, db, adapters)
         for adapter in adapters:
             core.attach(adapter)
         if web is not None:
@@ -100,7 +114,9 @@ async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
                 await web.start()
             except OSError as exc:
                 raise ConfigError(
-                    f"[web] listen: cannot listen on {config.web.listen}: {exc.strerror}"
+                    f"[web] listen / metrics_listen: cannot listen on {config.web.listen}"
+                    f"{' or ' + config.web.metrics_listen if config.web.metrics_listen else ''}:"
+                    f" {exc.strerror}"
                 ) from None
         await core.outbox.recover()
         await _run_adapters(core, adapters)

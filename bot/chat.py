@@ -62,6 +62,10 @@ class ChatAdapter(Protocol):
 
     platform: str
 
+    async def connected(self) -> bool:
+        """Whether the network answers: its last request was answered, or a quick check is now
+        (long polls report only when they end). For readiness; never raises."""
+
     async def run(self, handler: Handler) -> None:
         """Deliver incoming messages to ``handler`` until cancelled (or input ends)."""
 

@@ -29,6 +29,7 @@ class BotConfig:
     sends_per_minute: int = 10
     sends_per_day: int = 200
     log_level: str = "info"
+    log_format: str = "text"  # "text" | "json": one JSON object a line
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class WebConfig:
 
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://127.0.0.1:8080"
+    metrics_listen: str = ""  # host:port for /metrics alone; empty: /metrics on `listen`
 
 
 @dataclass(frozen=True)
@@ -238,9 +240,14 @@ def _validate(c: Config) -> None:
             )
     if c.bot.sends_per_minute < 1 or c.bot.sends_per_day < 1:
         raise ConfigError("[bot] sends_per_minute and sends_per_day must be at least 1")
-    host, _, port = c.web.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"[web] listen: expected host:port, got {c.web.listen!r}")
+    _choice("[bot] log_format", c.bot.log_format, ("text", "json"))
+    for key in ("listen", "metrics_listen"):
+        value = getattr(c.web, key)
+        host, _, port = value.rpartition(":")
+        if (value or key == "listen") and (
+            not host or not port.isdigit() or not 0 < int(port) < 65536
+        ):
+            raise ConfigError(f"[web] {key}: expected host:port, got {value!r}")
     _url("[web] public_url", c.web.public_url)
     _choice("[mail] backend", c.mail_backend, ("gmail", "outbox"))
     _choice("[mail] confirm", c.mail.confirm, ("always", "new_recipients", "never"))

@@ -17,7 +17,8 @@ from bot.chat import ChatAdapter, Message, Reply
 from bot.claims import Claims
 from bot.config import Config
 from bot.errors import BotError, NotAllowedError
-from bot.grammar import parse_command
+from bot.grammar import Command, parse_command
+from bot.metrics import Metrics
 from bot.oauth import Linked, LoginFailed, OAuth
 from bot.outbox import Outbox, OutboxRow, Outcome
 from bot.policy import check_allowed
@@ -37,6 +38,7 @@ class Core:
         box: SecretBox,
         backend: MailBackend,
         oauth: OAuth | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -45,7 +47,9 @@ class Core:
         self.oauth = oauth
         self.accounts = Accounts(db, box)
         self.aliases = Aliases(db)
-        self.outbox = Outbox(db, box, backend, self._tell_outcome)
+        self.metrics = metrics or Metrics()
+        self.metrics.read_state_from(db)
+        self.outbox = Outbox(db, box, backend, self._tell_outcome, metrics=self.metrics)
         self.claims = Claims(db)
         self._networks: dict[str, ChatAdapter] = {}
         self._user_locks: dict[str, asyncio.Lock] = {}
@@ -68,13 +72,17 @@ class Core:
         if not await self.claims.claim(key):
             return  # delivered again: handled, or being handled right now, by this run
         try:
+            result = "ok"
             try:
                 reply = await self._answer(message)
             except BotError as exc:
-                reply = Reply(str(exc))
+                reply, result = Reply(str(exc)), "refused"
             except Exception:
                 log.exception("error while handling a %s message", message.platform)
-                reply = Reply(APOLOGY)
+                reply, result = Reply(APOLOGY), "error"
+            if (command := self._command(message)) is not None:
+                known = command.name in commands.HANDLERS
+                self.metrics.command(command.name if known else "unknown", result)
             if reply is not None:
                 reply = replace(reply, reply_to=reply.reply_to or message.event_key)
                 await self.say(message.platform, message.room, reply)
@@ -110,29 +118,13 @@ class Core:
             platform = failure.login.user_key.partition(":")[0]
             await self.say(platform, failure.login.room, Reply(f"❌ {failure.chat}"))
 
-    async def metrics(self) -> str:
-        """Return Prometheus text: mail by state and linked accounts."""
-        lines = [
-            "# HELP mailbridge_outbox_mails Mails in the outbox by state.",
-            "# TYPE mailbridge_outbox_mails gauge",
-        ]
-        async with self.db.execute("SELECT state, count(*) FROM outbox GROUP BY state") as cur:
-            counts = {str(state): int(n) for state, n in await cur.fetchall()}
-        for state in ("queued", "sending", "sent", "failed", "unknown"):
-            lines.append(f'mailbridge_outbox_mails{{state="{state}"}} {counts.get(state, 0)}')
-        async with self.db.execute("SELECT count(*) FROM accounts") as cur:
-            row = await cur.fetchone()
-        lines += [
-            "# HELP mailbridge_linked_accounts Chat users with a linked Google account.",
-            "# TYPE mailbridge_linked_accounts gauge",
-            f"mailbridge_linked_accounts {row[0] if row else 0}",
-        ]
-        return "\n".join(lines) + "\n"
-
-    async def _answer(self, message: Message) -> Reply | None:
+    def _command(self, message: Message) -> Command | None:
         # Telegram: commands in groups may be addressed "/mail@bot_username".
         username = getattr(self._networks.get(message.platform), "username", None)
-        command = parse_command(message.text, username)
+        return parse_command(message.text, username)
+
+    async def _answer(self, message: Message) -> Reply | None:
+        command = self._command(message)
         if command is None:
             if not message.is_direct:
                 return None  # chatter in a group is not for us

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 
 # httpx logs request URLs at INFO, and Telegram's URLs carry the bot token; oauthlib and
 # requests-oauthlib log token requests and responses at DEBUG; aiosqlite logs every call.
@@ -26,10 +28,39 @@ QUIET = (
 NO_DEBUG = ("telegram", "nio", "aiohttp.client", "googleapiclient")
 
 
-def setup(level: str) -> None:
-    """Send log records of ``level`` and above to stderr."""
+# Ids a record may carry (``log.info(..., extra={"outbox": 12})``): they name what an event is
+# about without its content. Nothing else from a record's extras is written.
+IDS = ("outbox", "network", "route", "status")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and the event's ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return ``record`` as one line of JSON."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        entry: dict[str, object] = {
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in IDS:
+            if key in record.__dict__:
+                entry[key] = record.__dict__[key]
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def setup(level: str, fmt: str = "text") -> None:
+    """Send log records of ``level`` and above to stderr, as text or as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,6 +20,7 @@ import aiosqlite
 
 from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
 from bot.grammar import MailRequest
+from bot.metrics import Metrics
 from bot.vault import SecretBox
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ class Outbox:
         backend: MailBackend,
         notify: Notify,
         concurrency: int = 64,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self._db = db
         self._box = box
         self._backend = backend
@@ -189,6 +192,8 @@ class Outbox:
             " AND state IN (?, ?)",
             (CANCELLED, time.time(), row_id, HELD, QUEUED),
         )
+        if cur.rowcount == 1:
+            self.metrics.mail_ended(CANCELLED)
         return cur.rowcount == 1
 
     async def unknown_recipients(self, user_key: str, addresses: list[str]) -> list[str]:
@@ -233,8 +238,11 @@ class Outbox:
                 self.submit(row.id)
             elif row.state == SENDING:
                 await self._set(row.id, UNKNOWN, None, telling=True)
+                self.metrics.mail_ended(UNKNOWN)
                 log.warning(
-                    "outbox %d was being sent when mailbridge stopped: outcome unknown", row.id
+                    "outbox %d was being sent when mailbridge stopped: outcome unknown",
+                    row.id,
+                    extra={"outbox": row.id},
                 )
                 await self._tell(row, Outcome(UNKNOWN, after_restart=True), marked=True)
             else:  # decided, but the bot stopped before (or while) its owner was told
@@ -278,6 +286,7 @@ class Outbox:
             if cur.rowcount != 1:
                 return
             outcome = refused or await self._send(row, raw)
+            self.metrics.mail_ended(outcome.state)
             marked = False
             try:
                 await self._set(row_id, outcome.state, _detail(outcome), telling=True)
@@ -286,7 +295,9 @@ class Outbox:
                     await self._remember_recipients(row)
             except Exception:
                 # The send is done: whatever failed here, its owner must still hear of it.
-                log.exception("outbox %d: recording the outcome failed", row_id)
+                log.exception(
+                    "outbox %d: recording the outcome failed", row_id, extra={"outbox": row_id}
+                )
             await self._tell(row, outcome, marked=marked)
 
     async def _prepare(self, row: OutboxRow) -> Outcome | None:
@@ -296,23 +307,33 @@ class Outbox:
         except SendRefused as exc:
             return Outcome(FAILED, reason=str(exc))
         except Exception:
-            log.exception("outbox %d: unexpected error before sending", row.id)
+            log.exception(
+                "outbox %d: unexpected error before sending", row.id, extra={"outbox": row.id}
+            )
             return None  # the send itself will try, and decide
         return None
 
     async def _send(self, row: OutboxRow, raw: bytes) -> Outcome:
         try:
-            receipt = await self._backend.send(row.user_key, raw)
+            with self.metrics.timing_send():
+                receipt = await self._backend.send(row.user_key, raw)
         except SendRefused as exc:
             return Outcome(FAILED, reason=str(exc))
         except SendUnknown as exc:
-            log.warning("outbox %d: outcome unknown (%s)", row.id, type(exc).__name__)
+            log.warning(
+                "outbox %d: outcome unknown (%s)",
+                row.id,
+                type(exc).__name__,
+                extra={"outbox": row.id},
+            )
             return Outcome(UNKNOWN, reason=str(exc))
         except Exception:
             # A bug may strike after the request left: never guess that nothing was sent.
-            log.exception("outbox %d: unexpected error while sending", row.id)
+            log.exception(
+                "outbox %d: unexpected error while sending", row.id, extra={"outbox": row.id}
+            )
             return Outcome(UNKNOWN)
-        log.info("outbox %d sent", row.id)
+        log.info("outbox %d sent", row.id, extra={"outbox": row.id})
         return Outcome(SENT, receipt=receipt)
 
     async def _remember_recipients(self, row: OutboxRow) -> None:
@@ -344,7 +365,9 @@ class Outbox:
             await self._notify(row, outcome)
         except Exception:
             # Not told: try again later (and a restart tells it) rather than never.
-            log.exception("outbox %d: could not tell the user the outcome", row.id)
+            log.exception(
+                "outbox %d: could not tell the user the outcome", row.id, extra={"outbox": row.id}
+            )
             await self._db.execute("UPDATE outbox SET told = 0 WHERE id = ?", (row.id,))
             task = asyncio.create_task(self._tell_later(row, outcome))
             self._retells.add(task)

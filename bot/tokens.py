@@ -20,6 +20,7 @@ import aiohttp
 from bot.accounts import Account, Accounts
 from bot.backends import SendRefused
 from bot.google import GoogleClient
+from bot.metrics import Metrics
 from bot.token_endpoint import (
     CLIENT_ERRORS,
     EndpointDown,
@@ -58,7 +59,14 @@ class Tokens:
     backoff_base = 1.0  # seconds; doubled each time, with jitter
     max_retries = 3
 
-    def __init__(self, client: GoogleClient, accounts: Accounts, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: GoogleClient,
+        accounts: Accounts,
+        timeout: float = 30.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics or Metrics()
         self._client = client
         self._accounts = accounts
         self._auth = basic_auth(client.client_id, client.client_secret)
@@ -173,13 +181,17 @@ class Tokens:
                 if not isinstance(value, str) or not isinstance(expires_in, int | float):
                     raise EndpointDown("not a token response")
             except (EndpointDown, KeyError) as exc:
+                self._metrics.token_refresh("unreachable")
                 if attempt > self.max_retries:
                     log.warning("refreshing an access token failed %d times (%s)", attempt, exc)
                     break
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             except OAuthRefused as exc:
+                known = exc.code in ("invalid_grant", *CLIENT_ERRORS)
+                self._metrics.token_refresh(exc.code if known else "refused")
                 raise await self._refused(account, exc) from None
+            self._metrics.token_refresh()
             self._client_refused = False
             rotated = answer.get("refresh_token")
             # RFC 6749 section 6: a new refresh token replaces the old one, which may be dead

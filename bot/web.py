@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot import __version__
+from bot.metrics import CONTENT_TYPE, Metrics
 from bot.oauth import Linked, LoginFailed, OAuth
 from bot.pages import page
 from bot.wording import prefix
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 OnLinked = Callable[[Linked], Awaitable[None]]
 OnFailed = Callable[[LoginFailed], Awaitable[None]]
-Metrics = Callable[[], Awaitable[str]]
+Ready = Callable[[], Awaitable[dict[str, str]]]  # what is not ready, and why; empty: ready
 OAUTH = web.AppKey("oauth", OAuth)
 
 
@@ -31,22 +32,34 @@ class WebServer:
         on_linked: OnLinked,
         on_failed: OnFailed,
         metrics: Metrics,
+        metrics_listen: str = "",
     ) -> None:
-        host, _, port = listen.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
+        self.host, self.port = _address(listen)
         self._oauth = oauth
         self._on_linked = on_linked
         self._on_failed = on_failed
         self._metrics = metrics
+        self.readiness: Ready | None = None  # set once the chat adapters exist
         self.app = web.Application(middlewares=[self._headers], client_max_size=1024**2)
         self.app.router.add_get("/healthz", self._healthz)
-        self.app.router.add_get("/metrics", self._metrics_page)
+        self.app.router.add_get("/livez", self._livez)
+        self.app.router.add_get("/readyz", self._readyz)
+        # With an address of its own, /metrics is not on the (public) web server at all.
+        self._private: web.Application | None = None
+        self._private_at = _address(metrics_listen) if metrics_listen else None
+        if self._private_at is None:
+            self.app.router.add_get("/metrics", self._metrics_page)
+        else:
+            self._private = web.Application(middlewares=[self._count])
+            self._private.router.add_get("/metrics", self._metrics_page)
+            self._private.router.add_get("/livez", self._livez)
+            self._private.router.add_get("/readyz", self._readyz)
         if oauth is not None:
             self.app[OAUTH] = oauth
             self.app.router.add_get("/connect/{state}", self._connect_page)
             self.app.router.add_post("/connect/{state}", self._to_google)
             self.app.router.add_get("/oauth/callback", self._callback)
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
 
     def add_post(
         self, path: str, handler: Callable[[web.Request], Awaitable[web.Response]]
@@ -55,18 +68,21 @@ class WebServer:
         self.app.router.add_post(path, handler)
 
     async def start(self) -> None:
-        """Listen on the configured address."""
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        log.info("web server listening on %s:%d", self.host, self.port)
+        """Listen on the configured address (and the metrics address, if any)."""
+        apps = [(self.app, (self.host, self.port))]
+        if self._private is not None and self._private_at is not None:
+            apps.append((self._private, self._private_at))
+        for app, (host, port) in apps:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            self._runners.append(runner)
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            log.info("web server listening on %s:%d", host, port)
 
     async def stop(self) -> None:
         """Stop listening and finish requests under way."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        while self._runners:
+            await self._runners.pop().cleanup()
 
     @web.middleware
     async def _headers(
@@ -75,12 +91,27 @@ class WebServer:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
+            self._metrics.web_request(_route(request), exc.status)
             if exc.status < 400:  # redirects: keep them, with our headers
                 self._secure(exc.headers)
                 raise
             # aiohttp's own 404/405 answers in plain text: ours say what to do, uniformly.
             response = _html(exc.status, page(exc.reason, "There is nothing here."))
+        else:
+            self._metrics.web_request(_route(request), response.status)
         self._secure(response.headers)
+        return response
+
+    @web.middleware
+    async def _count(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self._metrics.web_request(_route(request), exc.status)
+            raise
+        self._metrics.web_request(_route(request), response.status)
         return response
 
     def _secure(self, headers: MutableMapping[str, str]) -> None:
@@ -100,8 +131,19 @@ class WebServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
 
+    async def _livez(self, request: web.Request) -> web.Response:
+        # The event loop answered: that is all. An outage elsewhere must not restart the bot.
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        waiting = await self.readiness() if self.readiness is not None else {}
+        if waiting:
+            return web.json_response({"status": "not ready", "not_ready": waiting}, status=503)
+        return web.json_response({"status": "ready"})
+
     async def _metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(text=await self._metrics(), content_type="text/plain", charset="utf-8")
+        body = await self._metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _connect_page(self, request: web.Request) -> web.Response:
         # Only shows: chat services fetch links to draw previews, so opening changes nothing.
@@ -152,6 +194,17 @@ class WebServer:
                 "You can close this page and go back to the chat.",
             ),
         )
+
+
+def _address(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _route(request: web.Request) -> str:
+    """Return the route template ("/connect/{state}"), never the path: paths carry states."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 def _html(status: int, text: str) -> web.Response:

@@ -32,6 +32,9 @@ class ChatKit:
         self._ids = itertools.count(1)
         self.handler: Handler | None = None
 
+    async def connected(self) -> bool:
+        return True
+
     async def run(self, handler: Handler) -> None:
         self.handler = handler
         await asyncio.Event().wait()

@@ -1,0 +1,32 @@
+"""Readiness: the database answers and every configured chat network has connected."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+from bot.chat import ChatAdapter
+
+log = logging.getLogger(__name__)
+DB_TIMEOUT = 2.0  # seconds the database may take to answer a probe
+
+
+async def not_ready(db: aiosqlite.Connection, adapters: Sequence[ChatAdapter]) -> dict[str, str]:
+    """Return what is not ready, each with a sentence saying why; empty when all is ready."""
+    waiting: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(DB_TIMEOUT):
+            async with db.execute("SELECT 1") as cur:
+                await cur.fetchone()
+    except (TimeoutError, sqlite3.Error, ValueError) as exc:
+        # ValueError: aiosqlite's answer once the connection is closed.
+        log.warning("readiness: the database did not answer (%s)", type(exc).__name__)
+        waiting["database"] = "the database did not answer"
+    for adapter in adapters:
+        if not await adapter.connected():
+            waiting[adapter.platform] = f"not connected to {adapter.platform}"
+    return waiting
