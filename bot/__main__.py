@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
-            return _check(_config_path(args.config, required=True))
+            return _check(_config_path(args.config, required=True), online=args.online)
         return _run(_config_path(args.config, required=False), console=args.console)
     except ConfigError as exc:
         print(f"mailbridge: configuration error: {exc}", file=sys.stderr)
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--console", action="store_true", help="chat from this terminal")
     check = sub.add_parser("check", help="validate the configuration and say what would run")
     check.add_argument("--config", type=Path, help=config_help)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Telegram, Google and the homeserver whether the setup works",
+    )
     return parser
 
 
@@ -76,13 +81,23 @@ def _run(path: Path | None, *, console: bool) -> int:
     return asyncio.run(app.run(cfg, console=console))
 
 
-def _check(path: Path | None) -> int:
+def _check(path: Path | None, *, online: bool = False) -> int:
     assert path is not None
     cfg = config.load(path)
     print(f"configuration {cfg.path} is valid:")
     for line in config.describe(cfg):
         print(f"  {line}")
-    return 0
+    if not online:
+        return 0
+    from bot.online import check
+
+    findings = asyncio.run(check(cfg))
+    print("asked the services:")
+    for finding in findings:
+        print(f"  {finding.line()}")
+    failed = sum(not f.ok for f in findings)
+    print(f"{failed} problem(s) found" if failed else "everything holds")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
