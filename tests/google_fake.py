@@ -3,6 +3,10 @@
 It speaks the documented wire formats, so the real client libraries (google-auth-oauthlib for the
 authorization URL and code exchange, google-auth for refreshes, google-api-python-client for
 sends, simple, multipart, media and resumable) work against it unchanged, only pointed at its URLs.
+Where Google is laxer than the standard, it keeps the standard: the token and revocation
+endpoints require client authentication by HTTP Basic (RFC 6749 2.3.1, RFC 7009 2.1; the secret
+in the body only when ``client_secret_post`` is set), and revoking an unknown token is a 200
+(RFC 7009 2.2). It can rotate refresh tokens, leave out ``scope`` and refuse the client.
 Test controls: which account logs in, what the user does on the consent page, token lifetimes,
 revocations and faults to inject. ``python -m tests.google_fake --port N`` runs it on its own, with
 a small JSON control API under ``/_fake/``.
@@ -29,7 +33,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from html import escape
 from typing import Any, Literal, NoReturn
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote_plus, urlencode
 
 import pytest
 from aiohttp import web
@@ -76,6 +80,10 @@ _SETTABLE = {
     "gmail_latency",
     "access_token_lifetime",
     "idle_timeout",
+    "client_secret_post",
+    "rotate_refresh_tokens",
+    "omit_scope",
+    "refuse_client",
 }
 
 
@@ -165,6 +173,7 @@ class _Grant:
 class _Code:
     account: str
     scopes: list[str]
+    asked: list[str]
     redirect_uri: str
     challenge: str
     expires_at: float
@@ -207,6 +216,15 @@ class GoogleFake:
     token_requests: list[str] = field(default_factory=list)  # grant types, in order
     gmail_requests: int = 0
     revoked: list[str] = field(default_factory=list)  # accounts revoked over HTTP
+    revoked_tokens: list[str] = field(default_factory=list)  # refresh tokens ended over HTTP
+    # RFC 6749 2.3.1: HTTP Basic MUST be supported; the secret in the body MAY be (Google does,
+    # and google-auth sends it so on refresh). Off: only Basic is accepted.
+    client_secret_post: bool = False
+    rotate_refresh_tokens: bool = False  # RFC 6749 6: a new refresh token at every refresh
+    omit_scope: bool = False  # RFC 6749 5.1: no "scope" when it is what was asked for
+    # The client was deleted or its secret rotated ("invalid_client"), or it may not use the
+    # grant ("unauthorized_client"): RFC 6749 5.2.
+    refuse_client: Literal["invalid_client", "unauthorized_client"] | None = None
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -334,6 +352,7 @@ class GoogleFake:
             "token_requests": self.token_requests,
             "auth_requests": len(self.auth_requests),
             "revoked": self.revoked,
+            "revoked_tokens": len(self.revoked_tokens),
         }
 
     @web.middleware
@@ -438,7 +457,12 @@ class GoogleFake:
         self._consented[account] = list(granted)
         code = "4/0A" + secrets.token_urlsafe(40)
         self._codes[code] = _Code(
-            account, granted, q["redirect_uri"], q["code_challenge"], time.time() + 600
+            account,
+            granted,
+            _scopes(q["scope"]),
+            q["redirect_uri"],
+            q["code_challenge"],
+            time.time() + 600,
         )
         params |= {"code": code, "scope": " ".join(granted), "authuser": "0", "prompt": "consent"}
         raise web.HTTPFound(f"{q['redirect_uri']}?{urlencode(params)}")
@@ -453,28 +477,72 @@ class GoogleFake:
             answer = await _token_fault(request, self.token_faults.pop(0))
             if answer is not None:
                 return answer
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Basic "):  # client_secret_basic (requests-oauthlib's default)
-            decoded = base64.b64decode(auth.removeprefix("Basic ")).decode()
-            client_id, secret = (unquote(p) for p in decoded.partition(":")[::2])
-        if client_id != self.client_id:
-            return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
-        if secret != self.client_secret:
-            return _oauth_error("invalid_client", "Unauthorized", 401)
+        refused = self._client_auth(request, form)
+        if refused is not None:
+            return refused
+        if self.refuse_client == "unauthorized_client":
+            return _oauth_error("unauthorized_client", "Unauthorized")
         if grant_type == "authorization_code":
             return self._exchange(form)
         if grant_type == "refresh_token":
-            grant = self._grants.get(form.get("refresh_token", ""))
-            if grant is None or grant.revoked:
-                return _oauth_error("invalid_grant", "Token has been expired or revoked.")
-            wanted = _scopes(form.get("scope", ""))
-            invalid = [s for s in wanted if s not in grant.scopes]  # narrow, never widen
-            if invalid:
-                text = f"Some requested scopes were invalid. {{invalid=[{', '.join(invalid)}]}}"
-                return _oauth_error("invalid_scope", text)
-            return web.json_response(self._tokens(grant, wanted or grant.scopes))
+            return self._refresh(form)
         return _oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+    def _client_auth(self, request: web.Request, form: dict[str, str]) -> web.Response | None:
+        """Authenticate the client as RFC 6749 2.3.1 says; the refusal, or None."""
+        header = request.headers.get("Authorization")
+        if header is not None and "client_secret" in form:
+            # RFC 6749 2.3: one method per request; 5.2 calls more than one invalid_request.
+            text = "More than one client authentication method was used."
+            return _oauth_error("invalid_request", text)
+        if header is not None:
+            scheme, _, credentials = header.partition(" ")
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+            except ValueError:
+                decoded = ""
+            client_id, colon, secret = decoded.partition(":")
+            if scheme.lower() != "basic" or not colon:
+                # RFC 6749 5.2: a failed Authorization header is a 401 with WWW-Authenticate.
+                return _oauth_error("invalid_client", "Unauthorized", 401, basic=True)
+            # Appendix B: the id and secret were form-encoded before they were joined.
+            client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+        elif "client_secret" in form:
+            if not self.client_secret_post:
+                text = "client_secret_post is not accepted here: use HTTP Basic."
+                return _oauth_error("invalid_client", text, 401)
+            client_id, secret = form.get("client_id", ""), form["client_secret"]
+        else:  # RFC 6749 5.2: "no client authentication included" is invalid_client
+            return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
+        if form.get("client_id", client_id) != client_id or client_id != self.client_id:
+            return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
+        if self.refuse_client == "invalid_client" or not hmac.compare_digest(
+            secret.encode(), self.client_secret.encode()
+        ):
+            return _oauth_error("invalid_client", "Unauthorized", 401, basic=header is not None)
+        return None
+
+    def _refresh(self, form: dict[str, str]) -> web.Response:
+        presented = form.get("refresh_token", "")
+        grant = self._grants.get(presented)
+        if grant is not None and grant.refresh_token != presented and not grant.revoked:
+            # A rotated-out token came back: OAuth 2.0 Security BCP (RFC 9700) 4.14.2 says
+            # to end the grant, as one of two parties holding it is not the client.
+            grant.revoked = True
+        if grant is None or grant.revoked:
+            return _oauth_error("invalid_grant", "Token has been expired or revoked.")
+        wanted = _scopes(form.get("scope", ""))
+        invalid = [s for s in wanted if s not in grant.scopes]  # narrow, never widen
+        if invalid:
+            text = f"Some requested scopes were invalid. {{invalid=[{', '.join(invalid)}]}}"
+            return _oauth_error("invalid_scope", text)
+        rotate = self.rotate_refresh_tokens
+        if rotate:  # RFC 6749 6: the client MUST discard the old token; it is dead here
+            grant.refresh_token = "1//0g" + secrets.token_urlsafe(70)
+            self._grants[grant.refresh_token] = grant
+        # RFC 6749 6: an omitted scope means the scope originally granted.
+        scopes = wanted or grant.scopes
+        return web.json_response(self._tokens(grant, scopes, scopes, refresh=rotate))
 
     def _exchange(self, form: dict[str, str]) -> web.Response:
         code = self._codes.get(form.get("code", ""))
@@ -491,9 +559,11 @@ class GoogleFake:
             return _oauth_error("invalid_grant", "Invalid code verifier.")
         grant = _Grant(code.account, code.scopes, "1//0g" + secrets.token_urlsafe(70))
         self._grants[grant.refresh_token] = grant
-        return web.json_response(self._tokens(grant, grant.scopes, refresh=True))
+        return web.json_response(self._tokens(grant, grant.scopes, code.asked, refresh=True))
 
-    def _tokens(self, grant: _Grant, scopes: list[str], refresh: bool = False) -> dict[str, Any]:
+    def _tokens(
+        self, grant: _Grant, scopes: list[str], asked: list[str], refresh: bool = False
+    ) -> dict[str, Any]:
         token = "ya29.a0" + secrets.token_urlsafe(100)
         self._access[token] = _Access(grant, scopes, time.time() + self.access_token_lifetime)
         body: dict[str, Any] = {
@@ -502,6 +572,8 @@ class GoogleFake:
             "scope": " ".join(scopes),
             "token_type": "Bearer",
         }
+        if self.omit_scope and set(scopes) == set(asked):
+            del body["scope"]  # RFC 6749 5.1: OPTIONAL if identical, else REQUIRED
         if refresh:
             body["refresh_token"] = grant.refresh_token
         if OPENID in scopes:
@@ -525,14 +597,24 @@ class GoogleFake:
         return ".".join([*parts, _b64(secrets.token_bytes(256))])
 
     async def _revoke(self, request: web.Request) -> web.Response:
-        token = request.query.get("token") or str((await request.post()).get("token", ""))
+        # RFC 7009 2.1: a form POST, the token in the body, with client authentication.
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        refused = self._client_auth(request, form)
+        if refused is not None:
+            return refused
+        token = form.get("token", "")
+        if not token:
+            return _oauth_error("invalid_request", "Missing required parameter: token")
         grant = self._grants.get(token) or getattr(self._access.get(token), "grant", None)
         if grant is None or grant.revoked:
-            return web.json_response(
-                {"error": "invalid_token", "error_description": "Token expired or revoked"},
-                status=400,
-            )
-        self.revoke_all(grant.account)  # Google drops the app's whole access to the account
+            return web.json_response({})  # RFC 7009 2.2: an invalid token is no error
+        # Google drops the app's whole access to the account, every grant of it.
+        self.revoked_tokens += [
+            t
+            for t, g in self._grants.items()
+            if g.account == grant.account and not g.revoked and t == g.refresh_token
+        ]
+        self.revoke_all(grant.account)
         self.revoked.append(grant.account)
         return web.json_response({})
 
@@ -642,7 +724,8 @@ class GoogleFake:
         return web.json_response([m.as_json() for m in self.sent])
 
     async def _control(self, request: web.Request) -> web.Response:
-        """Set any of ``_SETTABLE`` and ``redirect_uris``; append ``gmail_faults`` and
+        """Set any of ``_SETTABLE`` (``refuse_client``, ``rotate_refresh_tokens``...) and
+        ``redirect_uris``; append ``gmail_faults`` and
         ``token_faults`` (after ``clear_faults``, if given); ``add_account``, ``revoke_all``
         (addresses), ``expire_access_tokens``."""
         data: dict[str, Any] = await request.json()
@@ -759,7 +842,7 @@ def _parse_message(raw: bytes) -> tuple[EmailMessage, list[str], list[str], list
 async def _token_fault(request: web.Request, fault: TokenFault) -> web.StreamResponse | None:
     if isinstance(fault, str):
         text = "Token has been expired or revoked." if fault == "invalid_grant" else "Bad Request"
-        return _oauth_error(fault, text)
+        return _oauth_error(fault, text, 401 if fault == "invalid_client" else 400)
     fault = Fault.parse(fault)
     await asyncio.sleep(fault.delay)
     if fault.drop:
@@ -771,8 +854,12 @@ async def _token_fault(request: web.Request, fault: TokenFault) -> web.StreamRes
     return web.json_response(body, status=fault.status, headers=headers)
 
 
-def _oauth_error(error: str, description: str, status: int = 400) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=status)
+def _oauth_error(
+    error: str, description: str, status: int = 400, basic: bool = False
+) -> web.Response:
+    headers = {"WWW-Authenticate": 'Basic realm="oauth2"'} if basic else None
+    body = {"error": error, "error_description": description}
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _error_page(status: int, error: str, text: str) -> web.Response:

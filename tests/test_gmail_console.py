@@ -85,17 +85,28 @@ async def test_debug_logs_hold_no_token_code_secret_or_body(
     tmp_path: Path, google_fake: GoogleFake
 ) -> None:
     bot = await start(write_config(tmp_path, google_fake, log_level="debug"))
+    google_fake.rotate_refresh_tokens = True  # the refresh hands out a new refresh token
+    google_fake.omit_scope = True
     try:
         await connect(bot, google_fake)
         google_fake.gmail_faults.append(Fault(status=401))  # force a refresh too
         await bot.say("/mail bob@example.com Private | the secret body text 7f3a")
         await bot.expect(r"Mail #1 .*: sent")
+        google_fake.add_account("alice.work@gmail.com")
+        bot.lines.clear()  # the first link is printed twice (text and button): not that one
+        await connect(bot, google_fake, "alice.work@gmail.com")  # revokes the first link
+        google_fake.refuse_client = "invalid_client"  # refreshes and revocations refused
+        google_fake.expire_access_tokens()
+        await bot.say("/mail bob@example.com Refused | x")
+        await bot.expect(r"Not sent: .*the bot's operator must fix it")
         await bot.say("/disconnect")
-        await bot.expect(r"Disconnected alice@gmail.com")
+        await bot.expect(r"Disconnected alice.work@gmail.com here, but Google could not confirm")
     finally:
         await bot.stop()
     logs = bot.logs()
     assert " DEBUG " in logs  # the level really was DEBUG
+    assert " ERROR bot.tokens: " in logs  # the refused client reached the log
+    assert google_fake.revoked_tokens  # so did the reconnect's revocation
     secrets = [
         google_fake.client_secret,
         *google_fake._grants,  # refresh tokens

@@ -243,6 +243,7 @@ async def test_deny_and_a_foreign_redirect_uri(google_fake: GoogleFake) -> None:
 
 
 async def test_refresh_works_until_revoked(google_fake: GoogleFake) -> None:
+    google_fake.client_secret_post = True  # google-auth sends the secret in the body
     creds = await connect(google_fake)
     first = creds.token
     google_fake.access_token_lifetime = 600
@@ -252,18 +253,19 @@ async def test_refresh_works_until_revoked(google_fake: GoogleFake) -> None:
     assert creds.expiry is not None  # naive UTC, from expires_in
     assert 590 < creds.expiry.replace(tzinfo=UTC).timestamp() - time.time() <= 601
     assert google_fake.token_requests == ["authorization_code", "refresh_token"]
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=client_auth(google_fake)) as http:
         async with http.post(google_fake.revoke_uri, data={"token": creds.token}) as r:
             assert (r.status, await r.json()) == (200, {})  # an access token revokes the grant
         with pytest.raises(RefreshError, match="invalid_grant"):
             await asyncio.to_thread(creds.refresh, Request())
-        async with http.post(google_fake.revoke_uri, params={"token": creds.refresh_token}) as r:
-            assert r.status == 400
-            assert (await r.json())["error"] == "invalid_token"
+        async with http.post(google_fake.revoke_uri, data={"token": creds.refresh_token}) as r:
+            assert r.status == 200  # RFC 7009 2.2: a token no longer valid is no error
     assert google_fake.revoked == ["alice@gmail.com"]
+    assert google_fake.revoked_tokens == [creds.refresh_token]
 
 
 async def test_token_faults(google_fake: GoogleFake) -> None:
+    google_fake.client_secret_post = True  # google-auth sends the secret in the body
     creds = await connect(google_fake)
     google_fake.token_faults.append(503)
     await asyncio.to_thread(creds.refresh, Request())  # google-auth retries a 503 by itself
@@ -274,6 +276,150 @@ async def test_token_faults(google_fake: GoogleFake) -> None:
     google_fake.revoke_all("alice@gmail.com")
     with pytest.raises(RefreshError, match="Token has been expired or revoked"):
         await asyncio.to_thread(creds.refresh, Request())
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    """An Authorization header of the two strings as given (no form-encoding)."""
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    }
+
+
+def client_auth(fake: GoogleFake) -> dict[str, str]:
+    return basic(fake.client_id, fake.client_secret)
+
+
+async def token_post(
+    fake: GoogleFake, form: dict[str, str], url: str | None = None, **kw: Any
+) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url or fake.token_uri, data=form, **kw) as r,
+    ):
+        return r.status, await r.json(), r.headers
+
+
+async def test_the_token_endpoint_requires_client_authentication(google_fake: GoogleFake) -> None:
+    creds = await connect(google_fake)
+    assert creds.refresh_token
+    form = {"grant_type": "refresh_token", "refresh_token": creds.refresh_token}
+    secret = {"client_id": google_fake.client_id, "client_secret": google_fake.client_secret}
+    status, body, _ = await token_post(google_fake, form)  # none: RFC 6749 5.2
+    assert (status, body["error"]) == (401, "invalid_client")
+    status, body, _ = await token_post(google_fake, form | secret)  # in the body: not enabled
+    assert (status, body["error"]) == (401, "invalid_client")
+    wrong = basic(google_fake.client_id, "not-the-secret")
+    status, body, headers = await token_post(google_fake, form, headers=wrong)
+    assert (status, body["error"]) == (401, "invalid_client")
+    assert headers["WWW-Authenticate"].startswith("Basic")  # 5.2: the scheme the client used
+    status, body, _ = await token_post(
+        google_fake, form | secret, headers=client_auth(google_fake)
+    )
+    assert (status, body["error"]) == (400, "invalid_request")  # two methods at once (2.3)
+    status, body, _ = await token_post(google_fake, form, headers=client_auth(google_fake))
+    assert status == 200
+    assert body["access_token"]
+    google_fake.client_secret_post = True
+    status, body, _ = await token_post(google_fake, form | secret)
+    assert status == 200
+    # Appendix B: the Basic id and secret are form-encoded first, so ":" and " " survive.
+    google_fake.client_secret = "s3 cr:t+/é"
+    raw = basic(google_fake.client_id, google_fake.client_secret)
+    status, _, _ = await token_post(google_fake, form, headers=raw)
+    assert status == 401  # "+" decodes to a space: not the secret
+    encoded = basic(google_fake.client_id, "s3+cr%3At%2B%2F%C3%A9")
+    status, _, _ = await token_post(google_fake, form, headers=encoded)
+    assert status == 200
+
+
+async def test_revocation_requires_client_authentication(google_fake: GoogleFake) -> None:
+    creds = await connect(google_fake)
+    revoke = google_fake.revoke_uri
+    form = {"token": creds.refresh_token, "token_type_hint": "refresh_token"}
+    status, body, _ = await token_post(google_fake, form, revoke)  # RFC 7009 2.1
+    assert (status, body["error"]) == (401, "invalid_client")
+    status, body, _ = await token_post(google_fake, {}, revoke, headers=client_auth(google_fake))
+    assert (status, body["error"]) == (400, "invalid_request")  # the token is required
+    status, body, _ = await token_post(  # the token goes in the body, not the URL
+        google_fake, {}, f"{revoke}?token={creds.refresh_token}", headers=client_auth(google_fake)
+    )
+    assert (status, body["error"]) == (400, "invalid_request")
+    unknown = {"token": "1//0g-never-issued"}
+    status, body, _ = await token_post(
+        google_fake, unknown, revoke, headers=client_auth(google_fake)
+    )
+    assert (status, body) == (200, {})  # RFC 7009 2.2: an invalid token is no error
+    assert google_fake.revoked_tokens == []
+    status, body, _ = await token_post(google_fake, form, revoke, headers=client_auth(google_fake))
+    assert (status, body) == (200, {})
+    assert google_fake.revoked_tokens == [creds.refresh_token]
+    assert google_fake.revoked == ["alice@gmail.com"]
+    refresh = {"grant_type": "refresh_token", "refresh_token": creds.refresh_token}
+    status, body, _ = await token_post(google_fake, refresh, headers=client_auth(google_fake))
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+async def test_rotated_refresh_tokens_replace_the_old_one(google_fake: GoogleFake) -> None:
+    creds = await connect(google_fake)
+    google_fake.rotate_refresh_tokens = True
+    auth = client_auth(google_fake)
+    old = {"grant_type": "refresh_token", "refresh_token": creds.refresh_token}
+    status, body, _ = await token_post(google_fake, old, headers=auth)
+    assert status == 200
+    new = body["refresh_token"]
+    assert new != creds.refresh_token  # RFC 6749 6: the client must use this one now
+    status, body, _ = await token_post(google_fake, old | {"refresh_token": new}, headers=auth)
+    assert status == 200
+    newer = body["refresh_token"]
+    status, body, _ = await token_post(google_fake, old, headers=auth)  # a spent one came back
+    assert (status, body["error"]) == (400, "invalid_grant")
+    # ... which ends the grant (RFC 9700 4.14.2): the newest token is dead as well.
+    status, body, _ = await token_post(google_fake, old | {"refresh_token": newer}, headers=auth)
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+async def test_scope_is_left_out_only_when_it_is_what_was_asked(google_fake: GoogleFake) -> None:
+    google_fake.omit_scope = True
+    google_fake.auto_consent = "allow"
+    flow = make_flow(google_fake)
+    answer = await consent(flow)
+    form = {
+        "grant_type": "authorization_code",
+        "code": answer["code"],
+        "redirect_uri": REDIRECT,
+        "code_verifier": flow.code_verifier,
+    }
+    auth = client_auth(google_fake)
+    status, body, _ = await token_post(google_fake, form, headers=auth)
+    assert status == 200
+    assert "scope" not in body  # RFC 6749 5.1: OPTIONAL when identical to the request
+    refresh = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    status, body, _ = await token_post(google_fake, refresh, headers=auth)
+    assert (status, "scope" in body) == (200, False)
+    google_fake.auto_consent = "untick"
+    google_fake.next_account = "carol@gmail.com"  # Alice's earlier consent would still count
+    flow = make_flow(google_fake)
+    answer = await consent(flow)
+    form |= {"code": answer["code"], "code_verifier": flow.code_verifier}
+    status, body, _ = await token_post(google_fake, form, headers=auth)
+    assert status == 200
+    assert GMAIL_SEND not in body["scope"]  # REQUIRED when it differs
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("invalid_client", 401), ("unauthorized_client", 400)]
+)
+async def test_a_refused_client_gets_no_token(
+    google_fake: GoogleFake, code: str, status: int
+) -> None:
+    creds = await connect(google_fake)
+    google_fake.refuse_client = code  # type: ignore[assignment]
+    form = {"grant_type": "refresh_token", "refresh_token": creds.refresh_token}
+    got, body, _ = await token_post(google_fake, form, headers=client_auth(google_fake))
+    assert (got, body["error"]) == (status, code)  # RFC 6749 5.2
+    google_fake.refuse_client = None
+    got, body, _ = await token_post(google_fake, form, headers=client_auth(google_fake))
+    assert got == 200
 
 
 # -- Gmail -------------------------------------------------------------------------------------
@@ -300,6 +446,7 @@ async def test_send_delivers_from_the_account_and_hides_bcc(google_fake: GoogleF
 async def test_an_expired_access_token_is_refreshed_by_the_library(
     google_fake: GoogleFake,
 ) -> None:
+    google_fake.client_secret_post = True  # google-auth sends the secret in the body
     creds = await connect(google_fake)
     google_fake.expire_access_tokens()
     await send(google_fake, creds, message())  # 401, then google-auth-httplib2 refreshes, resends
@@ -516,6 +663,24 @@ async def test_runs_as_a_separate_process() -> None:
                 answer = await redirected(r)
             await asyncio.to_thread(flow.fetch_token, code=answer["code"])
             remote = GoogleFake(port=int(base.rsplit(":", 1)[1]))  # only for its URLs
+            # The strict settings can be set from outside too.
+            control = {"rotate_refresh_tokens": True, "omit_scope": True}
+            async with http.post(f"{base}/_fake/control", json=control) as r:
+                assert r.status == 200
+            refresh = {
+                "grant_type": "refresh_token",
+                "refresh_token": flow.credentials.refresh_token,
+            }
+            status, body, _ = await token_post(remote, refresh, headers=client_auth(remote))
+            assert status == 200
+            assert body["refresh_token"] != flow.credentials.refresh_token
+            assert "scope" not in body
+            async with http.post(
+                f"{base}/_fake/control", json={"refuse_client": "invalid_client"}
+            ):
+                pass
+            status, body, _ = await token_post(remote, refresh, headers=client_auth(remote))
+            assert (status, body["error"]) == (401, "invalid_client")
             with pytest.raises(HttpError):
                 await send(remote, flow.credentials, message())
             await send(remote, flow.credentials, message())
