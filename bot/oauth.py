@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from bot.accounts import Account, Accounts, PendingLogin
 from bot.google import GMAIL_SEND, SCOPES, GoogleClient
 from bot.id_token import address_from
-from bot.token_endpoint import CLIENT_ERRORS, EndpointDown, OAuthRefused
+from bot.token_endpoint import EndpointDown, OAuthRefused
 from bot.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class OAuth:
             return await self._tokens.exchange(code, login.verifier, self.redirect_uri)
         except OAuthRefused as exc:
             log.warning("code exchange refused: %s", exc)
-            if exc.code in CLIENT_ERRORS:
+            if exc.client_fault:
                 raise LoginFailed(
                     502,
                     "The bot's Google setup is broken",

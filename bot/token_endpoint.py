@@ -41,6 +41,12 @@ class OAuthRefused(Exception):
         self.code = code
         self.status = status
 
+    @property
+    def client_fault(self) -> bool:
+        """Whether the client itself was refused: the operator's id or secret. RFC 6749 5.2
+        gives 401 to ``invalid_client`` only; Google also says ``deleted_client`` so."""
+        return self.code in CLIENT_ERRORS or self.status == 401
+
 
 def basic_auth(client_id: str, client_secret: str) -> str:
     """Return the ``Authorization`` value for client_secret_basic (RFC 6749 2.3.1)."""

@@ -121,7 +121,7 @@ class Tokens:
             )
         except OAuthRefused as exc:
             log.warning("Google did not revoke a token: %s", exc)
-            if exc.code in CLIENT_ERRORS:
+            if exc.client_fault:
                 self._alarm(exc.code)
             return False
         except EndpointDown as exc:
@@ -149,7 +149,7 @@ class Tokens:
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             except OAuthRefused as exc:
-                if exc.code in CLIENT_ERRORS:
+                if exc.client_fault:
                     self._alarm(exc.code)
                 raise
             self._client_refused = False
@@ -214,7 +214,7 @@ class Tokens:
                 "expired, or the password changed), so nothing was sent. Send /connect "
                 f"to link it again. {TESTING_MODE_NOTE}"
             )
-        if exc.code in CLIENT_ERRORS:
+        if exc.client_fault:
             self._alarm(exc.code)
             return SendRefused(CLIENT_REFUSED)
         log.error("Google's token endpoint refused a refresh: %s", exc)

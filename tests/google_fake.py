@@ -842,7 +842,10 @@ def _parse_message(raw: bytes) -> tuple[EmailMessage, list[str], list[str], list
 async def _token_fault(request: web.Request, fault: TokenFault) -> web.StreamResponse | None:
     if isinstance(fault, str):
         text = "Token has been expired or revoked." if fault == "invalid_grant" else "Bad Request"
-        return _oauth_error(fault, text, 401 if fault == "invalid_client" else 400)
+        # Google answers a deleted client as it does a wrong secret: 401.
+        return _oauth_error(
+            fault, text, 401 if fault in ("invalid_client", "deleted_client") else 400
+        )
     fault = Fault.parse(fault)
     await asyncio.sleep(fault.delay)
     if fault.drop:

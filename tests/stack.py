@@ -78,7 +78,8 @@ class RemoteGoogle:
 
     async def set(self, **settings: Any) -> JSON:
         """Change the fake's settings: ``gmail_latency``, ``next_account``, ``add_account``,
-        ``gmail_faults``, ``token_faults``, ``revoke_all``, ``redirect_uris``..."""
+        ``gmail_faults``, ``token_faults``, ``revoke_all``, ``redirect_uris``,
+        ``rotate_refresh_tokens``, ``omit_scope``, ``refuse_client``..."""
         async with self._http.post(f"{self.base_url}/_fake/control", json=settings) as r:
             assert r.status == 200, await r.text()
             state: JSON = await r.json()

@@ -169,7 +169,7 @@ async def test_token_endpoint_503_once_is_retried_and_the_mail_sent(whole: Stack
 @in_stack
 async def test_token_endpoint_down_fails_with_nothing_sent(whole: Stack) -> None:
     user = User(whole)
-    # Down for good: every try answers 503 (google-auth tries 3 times per refresh, we 4 times).
+    # Down for good: every try answers 503 (a refresh is tried 4 times, 1, 2 and 4 s apart).
     await whole.google.set(expire_access_tokens=True, token_faults=[503] * 50)
     await mail(user, "Token down")
     said = await user.told(r"Not sent", timeout=90)

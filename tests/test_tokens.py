@@ -127,6 +127,18 @@ async def test_a_refused_client_is_the_operators_fault_told_once(
         assert secret not in caplog.text
 
 
+async def test_a_deleted_client_is_the_operators_fault_too(
+    rig: GmailRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    await connect(rig)
+    rig.fake.token_faults.append("deleted_client")  # Google's word for it, with a 401
+    rig.fake.expire_access_tokens()
+    with caplog.at_level(logging.ERROR):
+        assert (await mail(rig, 1)).endswith(CLIENT_FAULT)
+    assert "deleted_client" in caplog.text
+    assert rig.fake.token_requests.count("refresh_token") == 1
+
+
 async def test_a_refused_client_at_the_code_exchange_says_whose_fault(rig: GmailRig) -> None:
     start = len(rig.chat.replies)
     link = await login_link(rig)
