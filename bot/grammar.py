@@ -19,6 +19,8 @@ MAIL_USAGE = (
 _COMMAND = re.compile(r"([/!])([A-Za-z][A-Za-z0-9_]*)(?:@([A-Za-z0-9_]+))?(?=\s|$)")
 # Characters that must never reach a mail header, even where Python's email package would fold.
 _HEADER_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# A lone UTF-16 surrogate can come in a chat's JSON ("\ud800") but has no UTF-8 form to send.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,12 @@ def parse_mail(args: str, aliases: Mapping[str, str] | None = None) -> MailReque
         raise UsageError("The subject contains control characters; please retype it.")
     if "\0" in body:
         raise UsageError("The body contains a NUL character; please retype it.")
+    for part, text in (("subject", subject), ("body", body)):
+        if found := _SURROGATE.search(text):
+            raise UsageError(
+                f"The {part} contains a character that cannot be sent "
+                f"(U+{ord(found.group()):04X}, half of a pair); please retype it."
+            )
     to, cc, bcc = _recipients(token, aliases or {})
     return MailRequest(to, cc, bcc, subject, body)
 

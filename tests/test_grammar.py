@@ -86,6 +86,8 @@ def test_duplicates_are_sent_once() -> None:
         ("bob@example.com Hello\nBcc: eve@example.com | x", UsageError, "subject must be on one"),
         ("bob@example.com Hel\x0blo | x", UsageError, "control characters"),
         ("bob@example.com Hi | x\0y", UsageError, "NUL"),
+        ("bob@example.com Hi\ud83d | x", UsageError, "subject contains a character that cannot"),
+        ("bob@example.com Hi | x\udc00y", UsageError, "body contains a character that cannot"),
         (
             ",".join(f"u{i}@example.com" for i in range(101)) + " Hi | x",
             AddressError,
