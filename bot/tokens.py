@@ -189,7 +189,8 @@ class Tokens:
                 continue
             except OAuthRefused as exc:
                 known = exc.code in ("invalid_grant", *CLIENT_ERRORS)
-                self._metrics.token_refresh(exc.code if known else "refused")
+                other = "invalid_client" if exc.client_fault else "refused"  # deleted_client
+                self._metrics.token_refresh(exc.code if known else other)
                 raise await self._refused(account, exc) from None
             self._metrics.token_refresh()
             self._client_refused = False
