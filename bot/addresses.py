@@ -84,6 +84,8 @@ def _is_valid(address: str) -> bool:
 def _refuse_invisible(shown: str, text: str) -> None:
     # Zero-width spaces, soft hyphens, bidi marks and the like come along when an address is
     # copied; the user cannot see them, so say which one it is and where.
+    if text.isprintable():
+        return
     for position, ch in enumerate(text, 1):
         if not ch.isprintable():
             raise AddressError(
@@ -188,5 +190,7 @@ def _name(ch: str) -> str:
 
 def _shown(text: str) -> str:
     """Quote user input for an error message, visibly and without control characters."""
-    clean = "".join(ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in text)
+    clean = text
+    if not text.isprintable():
+        clean = "".join(ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in text)
     return f'"{clean[:80]}…"' if len(clean) > 80 else f'"{clean}"'
