@@ -24,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(_config_path(args.config, required=True), online=args.online)
+        if args.command in ("backup", "restore"):
+            return _backup(args.command, _config_path(args.config, required=True), args.folder)
         return _run(_config_path(args.config, required=False), console=args.console)
     except ConfigError as exc:
         print(f"mailbridge: configuration error: {exc}", file=sys.stderr)
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mailbridge {__version__}")
     parser.set_defaults(command="run", config=None, console=False)
-    sub = parser.add_subparsers(dest="command", metavar="{run,check}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,backup,restore}")
     config_help = "configuration file (default: $MAILBRIDGE_CONFIG, else ./config.toml)"
     run = sub.add_parser("run", help="run the bot (the default)")
     run.add_argument("--config", type=Path, help=config_help)
@@ -53,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also ask Telegram, Google and the homeserver whether the setup works",
     )
+    for name, text in (
+        ("backup", "copy the database and its data key into FOLDER, while the bot runs"),
+        ("restore", "put the backup in FOLDER where the configuration expects the database"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("folder", type=Path, metavar="FOLDER")
+        command.add_argument("--config", type=Path, help=config_help)
     return parser
 
 
@@ -98,6 +107,16 @@ def _check(path: Path | None, *, online: bool = False) -> int:
     failed = sum(not f.ok for f in findings)
     print(f"{failed} problem(s) found" if failed else "everything holds")
     return 1 if failed else 0
+
+
+def _backup(command: str, path: Path | None, folder: Path) -> int:
+    from bot.backup import backup, restore
+
+    assert path is not None
+    cfg = config.load(path)
+    for line in (backup if command == "backup" else restore)(cfg, folder, app.key_file(cfg)):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":
