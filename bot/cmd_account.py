@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bot.chat import Button, Message, Reply
+from bot.private import direct_room
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -21,7 +22,7 @@ async def connect(core: Core, message: Message, args: str) -> Reply | None:
     """Hand out a login link, only ever in the user's direct chat."""
     if core.oauth is None:
         return Reply(TRIAL_CONNECT)
-    room = message.room if message.is_direct else await _direct_room(core, message)
+    room = message.room if message.is_direct else await direct_room(core, message.user_key)
     if room is None:
         link = getattr(core.network(message.platform), "start_link", None)
         url = link("connect") if link else None
@@ -44,19 +45,6 @@ async def connect(core: Core, message: Message, args: str) -> Reply | None:
         return reply
     await core.say(message.platform, room, reply)
     return Reply("I sent you a direct message with your login link.")
-
-
-async def _direct_room(core: Core, message: Message) -> str | None:
-    known = await core.accounts.direct_room(message.user_key)
-    if known is not None:
-        return known
-    open_direct = getattr(core.network(message.platform), "open_direct", None)
-    if open_direct is None:
-        return None
-    room: str | None = await open_direct(message.user_id)
-    if room is not None:
-        await core.accounts.remember_direct_room(message.user_key, room)
-    return room
 
 
 async def status(core: Core, message: Message, args: str) -> Reply:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from bot.chat import Message, Reply
 from bot.errors import BotError
+from bot.private import Private
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 USAGE = "Usage: /alias add <name> <address>, /alias del <name>, /alias list"
 
 
-async def alias(core: Core, message: Message, args: str) -> Reply:
+async def alias(core: Core, message: Message, args: str) -> Reply | Private:
     """Add, delete or list the user's aliases; each works anywhere an address does."""
     words = args.split()
     action = words[0].lower() if words else "list"
@@ -21,13 +22,20 @@ async def alias(core: Core, message: Message, args: str) -> Reply:
         aliases = await core.aliases.all(message.user_key)
         if not aliases:
             return Reply(f"You have no aliases yet. {USAGE}")
-        if not message.is_direct:
-            return Reply(f"You have {len(aliases)} aliases; ask me in a direct chat to see them.")
         lines = ["Your aliases:"] + [f"{name} = {address}" for name, address in aliases.items()]
-        return Reply("\n".join(lines))
+        if message.is_direct:
+            return Reply("\n".join(lines))
+        if core.config.mail.group_confirmation == "minimal":  # this answer goes to the author
+            return Private(
+                Reply("\n".join(lines)), f"{message.display_name}: see our direct chat."
+            )
+        return Reply(f"You have {len(aliases)} aliases; ask me in a direct chat to see them.")
     if action == "add" and len(words) == 3:
         name = await core.aliases.add(message.user_key, words[1], words[2])
-        return Reply(f"Alias {name} = {words[2]}. Use it anywhere an address goes: /mail {name} …")
+        return Private(
+            Reply(f"Alias {name} = {words[2]}. Use it anywhere an address goes: /mail {name} …"),
+            f"{message.display_name}: your alias is saved; see our direct chat.",
+        )
     if action in ("del", "delete", "rm", "remove") and len(words) == 2:
         if await core.aliases.delete(message.user_key, words[1]):
             return Reply(f"Alias {words[1].lower()} deleted.")

@@ -12,6 +12,7 @@ from bot.errors import BotError
 from bot.grammar import parse_mail
 from bot.outbox import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
 from bot.policy import check_send_budget
+from bot.private import Private
 from bot.wording import preview_text, recipients_shown, subject_shown
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit per message as sent
 PREVIEW_TTL = 600.0
 
 
-async def mail(core: Core, message: Message, args: str) -> Reply | None:
+async def mail(core: Core, message: Message, args: str) -> Private | None:
     """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
     request = parse_mail(args, await core.aliases.all(message.user_key))
     limits = core.config.bot
@@ -67,15 +68,19 @@ async def mail(core: Core, message: Message, args: str) -> Reply | None:
     row = await core.outbox.get(row_id)
     assert row is not None
     if held:
-        return Reply(
+        preview = Reply(
             preview_text(row, str(sender), request.body, message.platform),
             buttons=(
                 Button("Send", data=f"/send {row_id}"),
                 Button("Cancel", data=f"/cancel {row_id}"),
             ),
         )
+        who = message.display_name
+        return Private(
+            preview, f"📝 {who}'s mail #{row_id} waits for their Send in our direct chat."
+        )
     core.outbox.submit(row_id)
-    return _undo_notice(row, undo)
+    return _undo_notice(row, undo, message.display_name)
 
 
 async def _attachments(core: Core, message: Message) -> tuple[Attachment, ...]:
@@ -88,14 +93,15 @@ async def _attachments(core: Core, message: Message) -> tuple[Attachment, ...]:
     return (attachment,)
 
 
-def _undo_notice(row: OutboxRow, undo: int) -> Reply | None:
+def _undo_notice(row: OutboxRow, undo: int, who: str) -> Private | None:
     if undo <= 0:
         return None  # the outcome follows at once
-    return Reply(
+    notice = Reply(
         f"⏳ Mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} goes out in "
         f"{undo} s. Changed your mind? /undo",
         buttons=(Button("Undo", data=f"/undo {row.id}"),),
     )
+    return Private(notice, f"⏳ {who}'s mail #{row.id} goes out in {undo} s (/undo stops it).")
 
 
 async def _own_row(core: Core, message: Message, args: str, state: str, what: str) -> OutboxRow:
@@ -118,7 +124,7 @@ async def _own_row(core: Core, message: Message, args: str, state: str, what: st
     return row
 
 
-async def send(core: Core, message: Message, args: str) -> Reply | None:
+async def send(core: Core, message: Message, args: str) -> Private | None:
     """Send a previewed mail (the Send button)."""
     row = await _own_row(core, message, args, HELD, "send")
     if row.state != HELD:
@@ -133,7 +139,7 @@ async def send(core: Core, message: Message, args: str) -> Reply | None:
     if not await core.outbox.release(row.id, time.time() + undo):
         raise BotError(f"Mail #{row.id} was already sent or cancelled.")
     core.outbox.submit(row.id)
-    return _undo_notice(row, undo)
+    return _undo_notice(row, undo, message.display_name)
 
 
 async def cancel(core: Core, message: Message, args: str) -> Reply:
@@ -154,7 +160,7 @@ async def undo(core: Core, message: Message, args: str) -> Reply:
     return Reply(f"↩️ Undone: mail #{row.id} was not sent.")
 
 
-async def retry(core: Core, message: Message, args: str) -> Reply | None:
+async def retry(core: Core, message: Message, args: str) -> Private:
     """Send a failed or unknown mail again, on the owner's word."""
     if not args.strip():
         raise BotError("Which mail? Give its number, e.g. /retry 12 (see /history).")
@@ -167,8 +173,12 @@ async def retry(core: Core, message: Message, args: str) -> Reply | None:
     if not await core.outbox.requeue(row.id):
         raise BotError(f"Mail #{row.id} can no longer be sent again.")
     core.outbox.submit(row.id)
-    return Reply(
-        f"Sending mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} again."
+    return Private(
+        Reply(
+            f"Sending mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} "
+            "again."
+        ),
+        f"{message.display_name}'s mail #{row.id} is being sent again.",
     )
 
 

@@ -15,8 +15,9 @@ from bot.wording import prefix
 
 if TYPE_CHECKING:
     from bot.core import Core
+    from bot.private import Private
 
-Handler = Callable[["Core", Message, str], Awaitable[Reply | None]]
+Handler = Callable[["Core", Message, str], Awaitable["Reply | Private | None"]]
 
 
 async def help_(core: Core, message: Message, args: str) -> Reply:

@@ -22,6 +22,7 @@ from bot.metrics import Metrics
 from bot.oauth import Linked, LoginFailed, OAuth
 from bot.outbox import Outbox, OutboxRow, Outcome
 from bot.policy import check_allowed
+from bot.private import Private, answer_privately, direct_room, minimal_in
 from bot.vault import SecretBox
 from bot.wording import APOLOGY, REPEAT, localise, minimal_text, outcome_text, prefix
 
@@ -143,7 +144,10 @@ class Core:
         if handler is None:
             p = prefix(message.platform)
             return Reply(f"I don't know {p}{command.name}. Type {p}help for what I can do.")
-        return await handler(self, message, command.args)
+        if minimal_in(self, message, command):
+            return await answer_privately(self, message, command, handler)
+        answer = await handler(self, message, command.args)
+        return answer.reply if isinstance(answer, Private) else answer
 
     async def _tell_outcome(self, row: OutboxRow, outcome: Outcome) -> None:
         platform = row.user_key.partition(":")[0]
@@ -155,6 +159,6 @@ class Core:
         # Minimal: the group hears who sent a mail; the details go to the author's direct chat.
         minimal = minimal_text(row, outcome) + (REPEAT if outcome.repeat else "")
         await self.say(platform, row.room, Reply(minimal, reply_to=reply_to))
-        direct = await self.accounts.direct_room(row.user_key)
-        if direct is not None and outcome.state != "sent":
+        direct = await direct_room(self, row.user_key)
+        if direct is not None:
             await self.say(platform, direct, Reply(text))

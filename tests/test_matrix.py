@@ -294,3 +294,45 @@ async def test_a_file_in_an_encrypted_room_is_decrypted_and_attached(
     assert part.get_filename() == "figures.csv"
     assert part.get_content_type() == "text/csv"
     assert part.get_payload(decode=True) == data
+
+
+async def test_minimal_group_confirmations_keep_mail_details_in_the_direct_chat(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    from tests.synapse import _inbox
+
+    mail = {"confirm": "new_recipients", "undo_seconds": 0, "group_confirmation": "minimal"}
+    bot, config = await matrix_bot(synapse, tmp_path, mail=mail)
+    alice, carol = await synapse.register(), await synapse.register()
+    async with running(config), synapse.client(alice) as a, synapse.client(carol) as c:
+        direct = await create_dm(a, bot.user_id, encrypted=False)
+        await wait_for_message(a, direct, from_bot(bot, "Hello"), timeout=30)
+        group = await create_dm(a, bot.user_id, encrypted=False)  # a room, then invite more
+        await wait_for_message(a, group, from_bot(bot, "Hello"), timeout=30)
+        await a.room_invite(group, carol.user_id)
+        await join_room(c, group)
+        heard = []
+        await send_text(a, group, "!mail zed@hidden.example Zanzibar | pineapple")
+        heard.append(await wait_for_message(c, group, from_bot(bot, "mail #1"), timeout=30))
+        assert heard[-1].body.endswith("'s mail #1 waits for their Send in our direct chat.")
+        preview = await wait_for_message(a, direct, from_bot(bot, "Preview of mail #1"), 30)
+        assert "pineapple" in preview.body
+        await _react(a, direct, preview.event_id, "✅")  # the Send button, in the direct chat
+        said = await wait_for_message(a, direct, from_bot(bot, "Mail #1 to zed"), timeout=30)
+        assert "“Zanzibar”" in said.body
+        heard.append(await wait_for_message(c, group, from_bot(bot, "sent a mail"), timeout=30))
+        await send_text(a, group, "!mail zed@hidden_example Zanzibar | pineapple")
+        heard.append(await wait_for_message(c, group, from_bot(bot, "could not"), timeout=30))
+        await wait_for_message(a, direct, from_bot(bot, "zed@hidden_example"), timeout=30)
+        await send_text(a, group, "!help")  # the last answer: anything else came before
+        answer = await wait_for_message(
+            c, group, lambda m: m.sender == bot.user_id and m.body.startswith("mailbridge sends")
+        )
+        heard += [m for m in _inbox(c).messages if m.room_id == group]
+    greeting = "Hello"  # said before Carol joined, when the room was a direct chat
+    bodies = [m.body.lower() for m in heard if m.sender == bot.user_id and greeting not in m.body]
+    assert len(bodies) == 3
+    assert [
+        (b, s) for b in bodies for s in ("zed", "hidden", "zanzibar", "pineapple") if s in b
+    ] == []
+    assert answer.body.endswith("!help - this list")

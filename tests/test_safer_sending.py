@@ -214,9 +214,35 @@ async def test_history_lists_own_mail_with_states(tmp_path: Path) -> None:
 
 
 async def test_minimal_group_confirmation_names_the_sender_only(tmp_path: Path) -> None:
-    async for b in run(tmp_path, group_confirmation="minimal"):
-        await b.core.handle(
-            b.chat.message("/mail bob@example.com Secret plan | x", direct=False, room="-100")
-        )
-        said = await b.chat.wait_for(lambda s: s.room == "-100" and "sent a mail" in s.text)
-        assert said.text == "✅ Alice sent a mail (#1)."
+    secrets = ["bob", "carol", "example", "secret", "plan", "pineapple", "buddy"]
+    async for b in run(tmp_path, group_confirmation="minimal", confirm="new_recipients"):
+        group = {"direct": False, "room": "-100"}
+        # No direct chat known yet: the group hears only how to open one; nothing is recorded.
+        await b.core.handle(b.chat.message("/mail bob@example.com Secret plan | x", **group))
+        assert b.chat.replies[-1].text.startswith("Alice, mail details stay out of this group")
+        assert await b.core.outbox.get(1) is None
+        await b.core.handle(b.chat.message("/help"))  # now there is one
+        for text in [
+            "/mail bob@example.com Secret plan | pineapple",
+            "/send 1",
+            "/mail bob@example.com Secret plan pineapple",
+            "/mail bob@exa_mple.com Secret plan | pineapple",
+            "/mail buddy Secret plan | pineapple",
+            "/mail " + ",".join(f"carol{n}@example.com" for n in range(101)) + " Secret | x",
+            "/alias add buddy bob@example.com",
+            "/alias list",
+            "/mail buddy Secret plan | pineapple",
+            "/retry 2",
+            "/history",
+        ]:
+            await b.core.handle(b.chat.message(text, **group))
+            await b.core.outbox.drain()
+        to_group = [s.text for s in b.chat.replies if s.room == "-100"]
+        assert "✅ Alice sent a mail (#1)." in to_group
+        assert "✅ Alice sent a mail (#2)." in to_group
+        assert [(t, s) for t in to_group for s in secrets if s in t.lower()] == []
+        to_alice = [s.text for s in b.chat.replies if s.room == "dm-1001"]
+        assert any("To: bob@example.com" in t and "pineapple" in t for t in to_alice)
+        assert any("Separate the subject from the body" in t for t in to_alice)
+        assert any("at most 100 recipients" in t for t in to_alice)
+        assert "Your aliases:\nbuddy = bob@example.com" in to_alice
