@@ -17,3 +17,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends chromium
 fi
+
+# systemd-analyze checks the unit file in deploy/ (tests/test_deploy.py).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends systemd
+fi
