@@ -48,6 +48,8 @@ class JsonFormatter(logging.Formatter):
         for key in IDS:
             if key in record.__dict__:
                 entry[key] = record.__dict__[key]
+        if "network" not in entry and record.name.startswith("adapters."):
+            entry["network"] = record.name.split(".")[1]  # adapters.telegram -> telegram
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)

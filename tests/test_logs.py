@@ -34,9 +34,11 @@ def test_json_lines_carry_time_level_logger_message_and_ids(
     except ValueError:
         log.exception("outbox %d: unexpected error while sending", 13, extra={"outbox": 13})
     logging.getLogger("httpx").info("GET https://api.telegram.org/bot123:SECRET/getMe")
+    logging.getLogger("adapters.telegram").warning("getUpdates failed; trying again in 2 s")
     lines = capfd.readouterr().err.strip().splitlines()
-    assert len(lines) == 2  # httpx is kept quiet: its URLs carry the bot token
-    sent, failed = (json.loads(line) for line in lines)
+    assert len(lines) == 3  # httpx is kept quiet: its URLs carry the bot token
+    sent, failed, network = (json.loads(line) for line in lines)
+    assert network["network"] == "telegram"
     assert sent["message"] == "outbox 12 sent"
     assert (sent["level"], sent["logger"], sent["outbox"]) == ("info", "bot.outbox", 12)
     assert sent["time"].endswith("Z")
@@ -50,3 +52,17 @@ def test_log_format_is_checked(tmp_path: Path) -> None:
     assert make_config(tmp_path, bot={"log_format": "json"}).bot.log_format == "json"
     with pytest.raises(ConfigError, match=r"\[bot\] log_format: expected one of text, json"):
         make_config(tmp_path, bot={"log_format": "xml"})
+
+
+@pytest.mark.integration
+async def test_a_running_bot_logs_json_lines_only(tmp_path: Path) -> None:
+    from tests.stack import stack
+
+    async with stack(tmp_path, extra_config='log_format = "json"') as s:
+        await s.telegram.user_sends(5001, "/help")
+        await s.telegram.wait_for(5001, "/mail")
+        await s.bot.stop()
+        records = [json.loads(line) for line in s.bot.logs().splitlines()]
+    assert any(r["message"].startswith("web server listening on") for r in records)
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    assert s.telegram.token not in s.bot.logs()
