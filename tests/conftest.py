@@ -18,8 +18,16 @@ from bot.vault import SecretBox, load_key
 from tests.browser import browser  # noqa: F401
 from tests.chatkit import ChatKit
 from tests.google_fake import google_fake  # noqa: F401
+from tests.postgres import pg_url, postgres  # noqa: F401
 from tests.synapse import synapse_fixture  # noqa: F401  (the `synapse` fixture)
 from tests.telegram_fake import telegram_fake  # noqa: F401
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the PostgreSQL server, so ``-m postgres`` runs that tier."""
+    for item in items:
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config_mod.Config:
