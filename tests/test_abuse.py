@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import string
+from collections import Counter
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -222,3 +225,104 @@ async def test_oversized_messages_get_a_sentence_and_a_big_body_goes_out_whole(
         body = msg.get_body(("plain",))
         assert body is not None
         assert body.get_content().split() == big.split()
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False, 0, -1, 2**53, 2**64, 1.5, -0.0, 1e308])
+    if kind == 2:
+        return rng.choice([*MALICIOUS, "", "\u202e", "/help", "x" * rng.randint(0, 300)])
+    if kind == 3:
+        return rng.randint(-(2**63), 2**63)
+    if kind == 4:
+        return "".join(rng.choices(string.printable, k=rng.randint(0, 20)))
+    if kind == 5:
+        return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    keys = ["update_id", "message", "callback_query", "chat", "from", "text", "id", "type",
+            "date", "message_id", "is_bot", "first_name", "photo", "document", "data"]  # fmt: skip
+    return {
+        rng.choice(keys) if rng.random() < 0.8 else rng.choice(MALICIOUS): random_json(
+            rng, depth + 1
+        )
+        for _ in range(rng.randint(0, 5))
+    }
+
+
+async def test_thousands_of_hostile_webhook_requests(
+    telegram_fake: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.running import running
+    from tests.test_webhook import HEADERS, NOT_UPDATES, RAW_BODIES, webhook_config
+
+    rng = random.Random(20261201)
+    users = [telegram_fake.add_user(30_000 + n, f"User{n}") for n in range(150)]
+    for user in users:  # each has started the bot, so Telegram lets it answer them
+        telegram_fake.private_chat(user)
+        telegram_fake.started.add(user.id)
+    statuses: dict[str, int] = {}
+    valid: dict[int, int] = {}  # update_id -> chat it was sent in
+
+    def update(user: Any, n: int) -> dict[str, Any]:
+        chat = {"id": user.id, "type": "private", "first_name": user.first_name}
+        sender = {"id": user.id, "is_bot": False, "first_name": user.first_name}
+        message = {"message_id": n, "date": 1_764_000_000, "chat": chat, "from": sender}
+        return {"update_id": 10_000 + n, "message": {**message, "text": "/status"}}
+
+    def request(n: int) -> tuple[dict[str, str], bytes, int | None]:
+        """One hostile request: headers, body, and the update's chat if it is a valid one."""
+        kind = rng.randrange(10)
+        if kind == 0:
+            secret = rng.choice(["", "wrong", HEADERS["X-Telegram-Bot-Api-Secret-Token"] + "x"])
+            headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+            return headers, json.dumps(update(rng.choice(users), n)).encode(), None
+        if kind == 1:
+            return HEADERS, json.dumps(rng.choice(NOT_UPDATES)).encode(), None
+        if kind == 2:
+            return HEADERS, rng.choice(RAW_BODIES), None
+        if kind == 3:
+            content_type = rng.choice(["text/plain", "application/xml", "multipart/form-data"])
+            return {**HEADERS, "Content-Type": content_type}, b"{}", None
+        if kind == 4 and n % 50 == 0:  # over the 1 MiB a webhook body may have
+            return HEADERS, b'{"update_id": 1, "x": "' + b"x" * 2**21 + b'"}', None
+        if kind in (5, 6):
+            user = users[n % len(users)]
+            return HEADERS, json.dumps(update(user, n)).encode(), user.id
+        return HEADERS, json.dumps(random_json(rng)).encode(), None
+
+    async with running(webhook_config(tmp_path, telegram_fake)) as base:
+        telegram_fake.user_sends(users[0], text="/status")  # the webhook is set and answered
+        await telegram_fake.wait_for_message(users[0].id)
+        url = f"{base}/telegram/webhook"
+        async with aiohttp.ClientSession() as http:
+
+            async def post(headers: dict[str, str], body: bytes) -> None:
+                async with http.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    key = f"{r.status}"
+                    statuses[key] = statuses.get(key, 0) + 1
+                    assert r.status < 500, (r.status, body[:200])
+
+            for start in range(0, 5_000, 25):  # 25 at a time; a valid update thrice at once
+                batch = []
+                for n in range(start, start + 25):
+                    headers, body, chat = request(n)
+                    copies = 3 if chat is not None else 1
+                    if chat is not None:
+                        valid[10_000 + n] = chat
+                    batch += [post(headers, body) for _ in range(copies)]
+                await asyncio.gather(*batch)
+    # Every request was answered after its update was handled: nothing more is coming.
+    answers = Counter(m.chat_id for m in telegram_fake.sent)
+    expected = Counter(valid.values()) + Counter([users[0].id])  # and the first /status
+    with capsys.disabled():
+        print(
+            f"\nabuse webhook: requests={sum(statuses.values())} "
+            f"5xx={sum(n for s, n in statuses.items() if s.startswith('5'))} "
+            f"valid_updates={len(valid)} (each sent 3 times at once) "
+            f"answers={sum(answers.values())} statuses={dict(sorted(statuses.items()))}"
+        )
+    assert set(statuses) <= {"200", "400", "403", "413", "415"}
+    assert answers == expected  # each valid update answered exactly once, duplicates by nobody
