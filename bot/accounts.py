@@ -11,6 +11,7 @@ import aiosqlite
 from bot.vault import SecretBox
 
 LOGIN_TTL = 600.0  # a login link lives 10 minutes
+ROOMS_KEPT = 10_000  # direct rooms remembered in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +44,16 @@ class Accounts:
     def __init__(self, db: aiosqlite.Connection, box: SecretBox) -> None:
         self._db = db
         self._box = box
+        self._rooms: dict[str, str] = {}  # direct rooms known to be stored, to skip the write
 
     async def get(self, user_key: str) -> Account | None:
         """Return the account linked to ``user_key``, if any."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT user_key, address, refresh_token, scopes, connected_at"
             " FROM accounts WHERE user_key = ?",
             (user_key,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         if row is None:
             return None
         return Account(
@@ -112,12 +114,12 @@ class Accounts:
 
     async def find_login(self, state: str) -> PendingLogin | None:
         """Return a pending login by state, used or not, expired or not."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT state, user_key, display_name, room, verifier, expires_at, used"
             " FROM pending_logins WHERE state = ?",
             (state,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         if row is None:
             return None
         return PendingLogin(
@@ -134,17 +136,22 @@ class Accounts:
 
     async def direct_room(self, user_key: str) -> str | None:
         """Return the user's known direct chat with the bot."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT room FROM direct_rooms WHERE user_key = ?", (user_key,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        )
+        return next((str(r[0]) for r in rows), None)
 
     async def remember_direct_room(self, user_key: str, room: str) -> None:
-        """Record the user's direct chat (called for every direct message)."""
+        """Record the user's direct chat (called for every direct message); written only when
+        it changes."""
+        if self._rooms.get(user_key) == room:
+            return
         await self._db.execute(
             "INSERT INTO direct_rooms (user_key, room) VALUES (?, ?)"
             " ON CONFLICT (user_key) DO UPDATE SET room = excluded.room"
             " WHERE room != excluded.room",
             (user_key, room),
         )
+        if len(self._rooms) >= ROOMS_KEPT:  # memory must not grow with the number of users
+            self._rooms.clear()
+        self._rooms[user_key] = room

@@ -21,10 +21,10 @@ class Aliases:
 
     async def all(self, user_key: str) -> dict[str, str]:
         """Return the user's aliases, name -> address."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT name, address FROM aliases WHERE user_key = ? ORDER BY name", (user_key,)
-        ) as cur:
-            return {str(name): str(address) for name, address in await cur.fetchall()}
+        )
+        return {str(name): str(address) for name, address in rows}
 
     async def add(self, user_key: str, name: str, address: str) -> str:
         """Add or change an alias; return the normalised name. Raises BotError with advice."""

@@ -32,14 +32,15 @@ class Claims:
         now = time.time()
         # One statement, so two deliveries at once cannot both get it (SQLite serialises
         # writes; on PostgreSQL the same upsert takes a row lock).
-        async with self._db.execute(
-            "INSERT INTO seen_events (event_key, seen_at, state, run) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (event_key) DO UPDATE SET seen_at = excluded.seen_at,"
-            " run = excluded.run WHERE seen_events.state = ? AND seen_events.run != excluded.run"
-            " RETURNING event_key",
-            (key, now, CLAIMED, self.run, CLAIMED),
-        ) as cur:
-            got = await cur.fetchone() is not None
+        got = bool(
+            await self._db.execute_fetchall(
+                "INSERT INTO seen_events (event_key, seen_at, state, run) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (event_key) DO UPDATE SET seen_at = excluded.seen_at,"
+                " run = excluded.run WHERE seen_events.state = ?"
+                " AND seen_events.run != excluded.run RETURNING event_key",
+                (key, now, CLAIMED, self.run, CLAIMED),
+            )
+        )
         if now - self._pruned > 3600:
             self._pruned = now
             await self._db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - KEEP,))

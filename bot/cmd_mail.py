@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -24,35 +25,47 @@ PREVIEW_TTL = 600.0
 
 async def mail(core: Core, message: Message, args: str) -> Private | None:
     """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
-    request = parse_mail(args, await core.aliases.all(message.user_key))
     limits = core.config.bot
-    sender = await core.backend.sender(message.user_key)
     budget = (core.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day)
-    await check_send_budget(*budget)  # early, before any download
-    attachments = await _attachments(core, message)
-    name = message.display_name if core.backend.name == "outbox" else ""
-    raw = compose(
-        request, sender, name, markdown=core.config.mail.markdown, attachments=attachments
-    ).as_bytes()
-    if len(raw) > MAX_MESSAGE:
-        raise BotError(
-            f"This mail would be {len(raw) / 2**20:.1f} MB; Gmail takes at most 35 MB per "
-            "message (about 25 MB of attachments). Nothing was sent."
+    async with core.outbox.busy:
+        # Both reads in one trip to the database; a usage error still comes first.
+        aliases, sender = await asyncio.gather(
+            core.aliases.all(message.user_key),
+            core.backend.sender(message.user_key),
+            return_exceptions=True,
         )
-    mode = core.config.mail.confirm
-    held = mode == "always" or (
-        mode == "new_recipients"
-        and bool(
-            await core.outbox.unknown_recipients(
-                message.user_key, [str(a) for a in request.recipients]
+        if isinstance(aliases, BaseException):
+            raise aliases
+        request = parse_mail(args, aliases)
+        if isinstance(sender, BaseException):
+            raise sender
+        if message.attachment is not None:
+            await check_send_budget(*budget)  # early, before any download
+    attachments = await _attachments(core, message)
+    async with core.outbox.busy:
+        name = message.display_name if core.backend.name == "outbox" else ""
+        raw = compose(
+            request, sender, name, markdown=core.config.mail.markdown, attachments=attachments
+        ).as_bytes()
+        if len(raw) > MAX_MESSAGE:
+            raise BotError(
+                f"This mail would be {len(raw) / 2**20:.1f} MB; Gmail takes at most 35 MB per "
+                "message (about 25 MB of attachments). Nothing was sent."
+            )
+        mode = core.config.mail.confirm
+        held = mode == "always" or (
+            mode == "new_recipients"
+            and bool(
+                await core.outbox.unknown_recipients(
+                    message.user_key, [str(a) for a in request.recipients]
+                )
             )
         )
-    )
-    undo = core.config.mail.undo_seconds
-    # Count and record under one lock per user, so a burst cannot slip past the limits.
-    async with core.user_lock(message.user_key):
-        await check_send_budget(*budget)
-        row_id = await core.outbox.accept(
+        undo = core.config.mail.undo_seconds
+        now = time.time()
+        # The accept counts the send limits and records in one statement, so a burst cannot
+        # slip past them.
+        row = await core.outbox.accept(
             f"{message.platform}:{message.event_key}",
             message.user_key,
             message.room,
@@ -60,26 +73,27 @@ async def mail(core: Core, message: Message, args: str) -> Private | None:
             request,
             raw,
             held=held,
-            due_at=0.0 if held else time.time() + undo,
+            due_at=0.0 if held else now + undo,
             author=message.display_name,
+            limits=(limits.sends_per_minute, limits.sends_per_day),
+            now=now,
         )
-    if row_id is None:  # this chat event was recorded before (a redelivery)
-        return None
-    row = await core.outbox.get(row_id)
-    assert row is not None
+        if row is None:  # over a limit (counted as the accept did), or a redelivery
+            await check_send_budget(*budget, now=now)
+            return None
     if held:
         preview = Reply(
             preview_text(row, str(sender), request.body, message.platform),
             buttons=(
-                Button("Send", data=f"/send {row_id}"),
-                Button("Cancel", data=f"/cancel {row_id}"),
+                Button("Send", data=f"/send {row.id}"),
+                Button("Cancel", data=f"/cancel {row.id}"),
             ),
         )
         who = message.display_name
         return Private(
-            preview, f"📝 {who}'s mail #{row_id} waits for their Send in our direct chat."
+            preview, f"📝 {who}'s mail #{row.id} waits for their Send in our direct chat."
         )
-    core.outbox.submit(row_id)
+    core.outbox.submit(row)
     return _undo_notice(row, undo, message.display_name)
 
 
@@ -136,9 +150,10 @@ async def send(core: Core, message: Message, args: str) -> Private | None:
             "Send the /mail again."
         )
     undo = core.config.mail.undo_seconds
-    if not await core.outbox.release(row.id, time.time() + undo):
+    due_at = time.time() + undo
+    if not await core.outbox.release(row.id, due_at):
         raise BotError(f"Mail #{row.id} was already sent or cancelled.")
-    core.outbox.submit(row.id)
+    core.outbox.submit(row, due_at)
     return _undo_notice(row, undo, message.display_name)
 
 
@@ -172,7 +187,7 @@ async def retry(core: Core, message: Message, args: str) -> Private:
     await core.backend.sender(message.user_key)  # still connected?
     if not await core.outbox.requeue(row.id):
         raise BotError(f"Mail #{row.id} can no longer be sent again.")
-    core.outbox.submit(row.id)
+    core.outbox.submit(row, 0.0)
     return Private(
         Reply(
             f"Sending mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import replace
@@ -53,11 +52,6 @@ class Core:
         self.outbox = Outbox(db, box, backend, self._tell_outcome, metrics=self.metrics)
         self.claims = Claims(db)
         self._networks: dict[str, ChatAdapter] = {}
-        self._user_locks: dict[str, asyncio.Lock] = {}
-
-    def user_lock(self, user_key: str) -> asyncio.Lock:
-        """Return the lock that makes one user's check-then-record steps atomic."""
-        return self._user_locks.setdefault(user_key, asyncio.Lock())
 
     def attach(self, adapter: ChatAdapter) -> None:
         """Let the core answer on ``adapter``'s network."""

@@ -19,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
+from bot.durable import Durable
 from bot.grammar import MailRequest
 from bot.metrics import Metrics
 from bot.vault import SecretBox
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 HELD, QUEUED, SENDING, SENT = "held", "queued", "sending", "sent"
 FAILED, UNKNOWN, CANCELLED = "failed", "unknown", "cancelled"
 TELLING = 2  # outbox.told: 0 not yet told, 2 being told, 1 told
+NO_LIMIT = 2**62
+BUSY = 16  # mails whose own work (not their wait for Gmail) runs at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +82,19 @@ class Outbox:
         box: SecretBox,
         backend: MailBackend,
         notify: Notify,
-        concurrency: int = 64,
+        concurrency: int = 256,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self._db = db
+        self._durable = Durable(db)  # the accept and the claim survive a power cut
         self._box = box
         self._backend = backend
         self._notify = notify
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(concurrency)  # sends in flight
+        # The loop's and the database's work of a mail, not its wait for Gmail: a few at a
+        # time, so a burst of mail queues here and commands get through between them.
+        self.busy = asyncio.Semaphore(BUSY)
         self._tasks: set[asyncio.Task[None]] = set()
         self._retells: set[asyncio.Task[None]] = set()  # outcomes the chat did not take yet
 
@@ -103,20 +110,28 @@ class Outbox:
         held: bool = False,
         due_at: float = 0.0,
         author: str = "",
-    ) -> int | None:
-        """Record a mail (queued, or held for a preview); return its number, or None if this
-        chat event was recorded before."""
+        limits: tuple[int, int] = (NO_LIMIT, NO_LIMIT),
+        now: float | None = None,
+    ) -> OutboxRow | None:
+        """Record a mail (queued, or held for a preview) unless ``user_key`` has had ``limits``
+        (per minute, per day) mails accepted already; return its row, or None if over a limit
+        or this chat event was recorded before."""
         recipients = {
             "to": [str(a) for a in request.to],
             "cc": [str(a) for a in request.cc],
             "bcc": [str(a) for a in request.bcc],
         }
-        now = time.time()
-        cur = await self._db.execute(
+        now = time.time() if now is None else now
+        # One statement counts and records, so a burst cannot slip past the limits (SQLite
+        # runs one write at a time), and gives the row back. The WHERE also keeps SQLite from
+        # reading ON CONFLICT as a join.
+        found = await self._durable.fetch(
             "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
             " state, created_at, updated_at, due_at, author)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (event_key) DO NOTHING",
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE (SELECT total(created_at >= ?) < ? AND count(*) < ? FROM outbox"
+            "  WHERE user_key = ? AND created_at >= ?)"
+            f" ON CONFLICT (event_key) DO NOTHING RETURNING {_COLUMNS}",
             (
                 event_key,
                 user_key,
@@ -130,52 +145,55 @@ class Outbox:
                 now,
                 due_at,
                 author,
+                now - 60,
+                limits[0],
+                limits[1],
+                user_key,
+                now - 86_400,
             ),
         )
-        return cur.lastrowid if cur.rowcount == 1 else None
+        return next((_row(r) for r in found), None)
 
     async def counts_since(self, user_key: str, *since: float) -> list[int]:
         """Return how many mails ``user_key`` has had accepted since each time in ``since``."""
         cases = ", ".join("coalesce(sum(created_at >= ?), 0)" for _ in since)
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             f"SELECT {cases} FROM outbox WHERE user_key = ? AND created_at >= ?",
             (*since, user_key, min(since)),
-        ) as cur:
-            row = await cur.fetchone()
-        return [int(n) for n in row] if row else [0] * len(since)
+        )
+        return next(([int(n) for n in row] for row in rows), [0] * len(since))
 
     async def last_sent(self, user_key: str) -> float | None:
         """Return when the user's newest mail was sent, if ever."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT max(updated_at) FROM outbox WHERE user_key = ? AND state = ?",
             (user_key, SENT),
-        ) as cur:
-            row = await cur.fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        )
+        return next((float(r[0]) for r in rows if r[0] is not None), None)
 
     async def get(self, row_id: int) -> OutboxRow | None:
         """Return one row by number."""
-        async with self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)) as c:
-            row = await c.fetchone()
-        return _row(row) if row else None
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)
+        )
+        return next((_row(r) for r in rows), None)
 
     async def latest(self, user_key: str, state: str) -> OutboxRow | None:
         """Return the user's newest row in ``state``."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? AND state = ?"
             " ORDER BY id DESC LIMIT 1",
             (user_key, state),
-        ) as cur:
-            row = await cur.fetchone()
-        return _row(row) if row else None
+        )
+        return next((_row(r) for r in rows), None)
 
     async def history(self, user_key: str, limit: int = 10) -> list[OutboxRow]:
         """Return the user's newest rows, newest first."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? ORDER BY id DESC LIMIT ?",
             (user_key, limit),
-        ) as cur:
-            return [_row(r) for r in await cur.fetchall()]
+        )
+        return [_row(r) for r in rows]
 
     async def release(self, row_id: int, due_at: float) -> bool:
         """Move a held row to queued (the user pressed Send); False if it is not held."""
@@ -198,17 +216,18 @@ class Outbox:
 
     async def unknown_recipients(self, user_key: str, addresses: list[str]) -> list[str]:
         """Return the addresses this user has never had a mail sent to."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             f"SELECT address FROM known_recipients WHERE user_key = ? AND address IN"
             f" ({', '.join('?' * len(addresses))})",
             (user_key, *(a.lower() for a in addresses)),
-        ) as cur:
-            known = {str(r[0]) for r in await cur.fetchall()}
+        )
+        known = {str(r[0]) for r in rows}
         return [a for a in addresses if a.lower() not in known]
 
-    def submit(self, row_id: int) -> None:
-        """Deliver a queued row in the background."""
-        task = asyncio.create_task(self._deliver(row_id), name=f"outbox-{row_id}")
+    def submit(self, row: OutboxRow, due_at: float | None = None) -> None:
+        """Deliver a queued row in the background, not before ``due_at`` (the row's if None)."""
+        when = row.due_at if due_at is None else due_at
+        task = asyncio.create_task(self._deliver(row, when), name=f"outbox-{row.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -227,15 +246,15 @@ class Outbox:
     async def recover(self) -> None:
         """After a restart: rows caught mid-send become unknown; queued rows are sent; outcomes
         their owners never heard, or may not have heard, are told now."""
-        async with self._db.execute(
+        found = await self._db.execute_fetchall(
             f"SELECT {_COLUMNS}, told FROM outbox WHERE state IN (?, ?)"
             " OR (state IN (?, ?, ?) AND told != 1) ORDER BY id",
             (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
-        ) as cur:
-            rows = [(_row(r[:-1]), r[-1] == TELLING) for r in await cur.fetchall()]
+        )
+        rows = [(_row(r[:-1]), r[-1] == TELLING) for r in found]
         for row, repeat in rows:
             if row.state == QUEUED:
-                self.submit(row.id)
+                self.submit(row)
             elif row.state == SENDING:
                 await self._set(row.id, UNKNOWN, None, telling=True)
                 self.metrics.mail_ended(UNKNOWN)
@@ -260,43 +279,44 @@ class Outbox:
         )
         return cur.rowcount == 1
 
-    async def _deliver(self, row_id: int) -> None:
-        row = await self.get(row_id)
-        if row is None:
-            return
-        if row.due_at > time.time():  # the undo window; a cancel meanwhile ends it below
-            await asyncio.sleep(row.due_at - time.time())
+    async def _deliver(self, row: OutboxRow, due_at: float) -> None:
+        if due_at > time.time():  # the undo window; a cancel meanwhile ends it below
+            await asyncio.sleep(due_at - time.time())
         async with self._slots:
             # Steps that send nothing (a token refresh) come before the row is marked as
             # leaving, so a crash during them cannot make a mail's outcome unknown.
             refused = await self._prepare(row)
-            async with self._db.execute(
-                f"SELECT {_COLUMNS}, raw FROM outbox WHERE id = ? AND state = ?", (row_id, QUEUED)
-            ) as c:
-                found = await c.fetchone()
-            if found is None:
-                return  # cancelled meanwhile
-            row, raw = _row(found[:-1]), self._box.open(found[-1])
-            # Claim the row: only a queued row moves to sending, so no row is sent twice. It is
-            # the last step before the request leaves: "sending" means "may be at Gmail".
-            cur = await self._db.execute(
-                "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
-                (SENDING, time.time(), row_id, QUEUED),
-            )
-            if cur.rowcount != 1:
-                return
+            async with self.busy:
+                # Claim the row and read its mail in one statement: only a queued row moves to
+                # sending, so no row is sent twice, and "sending" is the last write before the
+                # request leaves: it means "may be at Gmail".
+                found = await self._durable.fetch(
+                    "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
+                    f" RETURNING {_COLUMNS}, raw",
+                    (SENDING, time.time(), row.id, QUEUED),
+                )
+                if not found:
+                    return  # cancelled meanwhile
+                row, raw = _row(found[0][:-1]), self._box.open(found[0][-1])
             outcome = refused or await self._send(row, raw)
             self.metrics.mail_ended(outcome.state)
             marked = False
             try:
-                await self._set(row_id, outcome.state, _detail(outcome), telling=True)
-                marked = True
-                if outcome.state == SENT:
-                    await self._remember_recipients(row)
+                async with self.busy:
+                    # Both writes in one trip to the database.
+                    done = await asyncio.gather(
+                        self._set(row.id, outcome.state, _detail(outcome), telling=True),
+                        self._remember_recipients(row) if outcome.state == SENT else _nothing(),
+                        return_exceptions=True,
+                    )
+                    marked = not isinstance(done[0], BaseException)
+                    for result in done:
+                        if isinstance(result, BaseException):
+                            raise result
             except Exception:
                 # The send is done: whatever failed here, its owner must still hear of it.
                 log.exception(
-                    "outbox %d: recording the outcome failed", row_id, extra={"outbox": row_id}
+                    "outbox %d: recording the outcome failed", row.id, extra={"outbox": row.id}
                 )
             await self._tell(row, outcome, marked=marked)
 
@@ -360,7 +380,10 @@ class Outbox:
         # TELLING when the bot stops is told again after the restart, marked as a repeat (also
         # when the stop came just before the message left: "in case it did not reach you").
         if not marked:
-            await self._db.execute("UPDATE outbox SET told = ? WHERE id = ?", (TELLING, row.id))
+            async with self.busy:
+                await self._db.execute(
+                    "UPDATE outbox SET told = ? WHERE id = ?", (TELLING, row.id)
+                )
         try:
             await self._notify(row, outcome)
         except Exception:
@@ -373,11 +396,16 @@ class Outbox:
             self._retells.add(task)
             task.add_done_callback(self._retells.discard)
             return
-        await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
+        async with self.busy:
+            await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
 
     async def _tell_later(self, row: OutboxRow, outcome: Outcome) -> None:
         await asyncio.sleep(self.retell_after)
         await self._tell(row, outcome)
+
+
+async def _nothing() -> None:
+    pass
 
 
 def _detail(outcome: Outcome) -> str | None:
