@@ -41,6 +41,7 @@ async def run(quick: bool) -> dict[str, float | str]:
                 results.update(await scenarios.overhead(rig, "1", sequential))
                 token = rig.core.backend._tokens.cached("telegram:1")  # type: ignore[attr-defined]
                 results.update(await scenarios.raw_post(rig, token, 200))
+                results.update(await scenarios.help_idle(rig, "2"))
                 results.update(await scenarios.concurrent(rig, users, helper_user="2"))
                 tokens = {
                     u: rig.core.backend._tokens.cached(f"telegram:{u}")  # type: ignore[attr-defined]
@@ -52,6 +53,7 @@ async def run(quick: bool) -> dict[str, float | str]:
             finally:
                 await stop_rig(rig)
             results["peak_rss_mb"] = scenarios.peak_rss_mb()
+            results.update(scenarios.overhead_floor(tmp, sequential))
         synapse = Synapse(tmp / "synapse")
         await asyncio.to_thread(synapse.start)
         try:
@@ -61,8 +63,36 @@ async def run(quick: bool) -> dict[str, float | str]:
                 )
         finally:
             await asyncio.to_thread(synapse.stop)
+    results.update(ratios(results))
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {scenarios.python_info()}"
     return results
+
+
+def ratios(r: dict[str, float | str]) -> dict[str, float]:
+    """Each figure against its floor, all measured in this run."""
+    f = {k: v for k, v in r.items() if isinstance(v, float)}
+    users = f["concurrent_users"]
+    floor = f["concurrent_latency_s"] + users * f["cpu_ms_per_mail"] / 1000
+    # The naive way is serial: in a quick run (fewer users) its wall scales to the same crowd.
+    naive = f["baseline_concurrent_wall_s"] * users / f["baseline_users"]
+    return {
+        "gmail_call_ratio": f["gmail_call_ms_median"] / f["raw_post_ms_median"],
+        "concurrent_floor_s": floor,
+        "concurrent_floor_ratio": f["concurrent_wall_s"] / floor,
+        "concurrent_naive_ratio": naive / f["concurrent_wall_s"],
+        "help_ratio": f["help_p99_ms_under_load"] / f["help_p99_ms_idle"],
+        "overhead_ratio": f["overhead_ms_median"] / f["overhead_floor_ms"],
+    }
+
+
+GOALS = [  # key, limit, above (True: the figure must be at least the limit)
+    ("gmail_call_ratio", 1.2, False),
+    ("concurrent_floor_ratio", 1.2, False),
+    ("concurrent_naive_ratio", 30.0, True),
+    ("help_ratio", 3.0, False),
+    ("overhead_ratio", 2.0, False),
+    ("peak_rss_mb", 110.0, False),
+]
 
 
 def main() -> int:
@@ -77,6 +107,11 @@ def main() -> int:
     for key, value in results.items():
         shown = f"{value:.3f}" if isinstance(value, float) else value
         print(f"{key:32} {shown}")
+    for key, limit, above in GOALS:
+        value = float(results[key])
+        met = value >= limit if above else value <= limit
+        sign = ">=" if above else "<="
+        print(f"goal {key:27} {value:8.2f} {sign} {limit:g}  {'met' if met else 'MISSED'}")
     if args.json:
         print(json.dumps(results))
     return 0
