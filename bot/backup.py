@@ -70,13 +70,23 @@ def restore(config: Config, folder: Path, key_file: Path | None) -> list[str]:
         for leftover in _database_files(database):
             leftover.unlink(missing_ok=True)  # empty files only, checked above
         _copy_database(copy, database)
+        _give_to_owner(database)
         said = [f"database {copy} -> {database} (schema version {version})"]
         if key_copy.exists() and key_file is not None:
             _write_new(key_file, key_copy.read_bytes())
+            _give_to_owner(key_file)
             said.append(f"data key {key_copy} -> {key_file}")
         else:
             said.append(f"data key: not in the backup; set ${KEY_ENV} as it was when it was made")
     return said
+
+
+def _give_to_owner(path: Path) -> None:
+    """Run as root (say, under the systemd unit's dynamic user), hand a restored file to the
+    owner of its folder, the user the bot runs as; its mode stays 0600."""
+    if os.geteuid() == 0:
+        folder = path.parent.stat()
+        os.chown(path, folder.st_uid, folder.st_gid)
 
 
 def _database(config: Config) -> Path:

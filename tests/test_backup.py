@@ -202,3 +202,22 @@ def test_restore_refuses_while_a_bot_holds_the_database(tmp_path: Path) -> None:
     assert not (tmp_path / "bot" / "bot.db").exists()
     backup.restore(config, folder, None)  # once it stopped
     assert (tmp_path / "bot" / "bot.db").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root restores files for another user")
+def test_restore_as_root_hands_the_files_to_the_owner_of_the_folder(tmp_path: Path) -> None:
+    from bot import backup
+    from tests.conftest import make_config
+
+    state = tmp_path / "state"  # like /var/lib/mailbridge, owned by the service's user
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    folder = tmp_path / "backup"
+    folder.mkdir()
+    sqlite3.connect(folder / "mailbridge.db").close()
+    (folder / "mailbridge.db.key").write_bytes(b"key")
+    config = make_config(state)
+    backup.restore(config, folder, state / "bot.db.key")
+    for name in ("bot.db", "bot.db.key"):
+        info = (state / name).stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600)
