@@ -9,8 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot import __version__, app, config, logs
-from bot.errors import ConfigError, StoreError
+from bot import __version__, config, logs
+from bot.errors import ConfigError, InstallError, InUseError, StoreError
+
+try:
+    from bot import app
+except ImportError as exc:  # a dependency of the core itself: say which, in one line
+    print(InstallError.missing("mailbridge", exc), file=sys.stderr)
+    sys.exit(2)
 
 TRIAL_NOTE = (
     "mailbridge: trial mode (no config.toml found) - chat here in the terminal; mail is written "
@@ -29,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(_config_path(args.config, required=False), console=args.console)
     except ConfigError as exc:
         print(f"mailbridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (InstallError, InUseError) as exc:
+        print(f"mailbridge: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
         print(f"mailbridge: database error: {exc}", file=sys.stderr)
@@ -93,6 +102,7 @@ def _run(path: Path | None, *, console: bool) -> int:
 def _check(path: Path | None, *, online: bool = False) -> int:
     assert path is not None
     cfg = config.load(path)
+    app.preflight(cfg, read_client=not online)  # --online reports the client file as a finding
     print(f"configuration {cfg.path} is valid:")
     for line in config.describe(cfg):
         print(f"  {line}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import logging
 import signal
 from pathlib import Path
@@ -16,9 +17,10 @@ from bot.backends import MailBackend
 from bot.chat import ChatAdapter
 from bot.config import Config
 from bot.core import Core
-from bot.errors import ConfigError
+from bot.errors import ConfigError, InstallError
 from bot.health import not_ready
 from bot.local_outbox import LocalOutbox
+from bot.lock import hold
 from bot.metrics import Metrics
 from bot.store import MEMORY, open_database
 from bot.vault import SecretBox, load_key
@@ -34,6 +36,30 @@ def key_file(config: Config) -> Path | None:
     return config.bot.data_key_file or config.bot.database.with_name(
         config.bot.database.name + ".key"
     )
+
+
+def preflight(config: Config, *, console: bool = False, read_client: bool = True) -> None:
+    """Import what this configuration runs and read its Google client, so that a missing
+    library or a broken client file is one line from ``check`` (and ``run``), not a traceback."""
+    needs: list[tuple[str, str]] = []
+    if config.mail_backend == "gmail":
+        needs += [("[google]", m) for m in ("bot.gmail", "bot.oauth", "bot.tokens")]
+    if console:
+        needs.append(("--console", "adapters.console"))
+    else:
+        if config.telegram is not None:
+            needs.append(("[telegram]", "adapters.telegram"))
+        if config.matrix is not None:
+            needs.append(("[matrix]", "adapters.matrix"))
+    for section, module in needs:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InstallError.missing(section, exc) from None
+    if read_client and config.google is not None and config.mail_backend == "gmail":
+        from bot.google import load_client
+
+        load_client(config.google)  # a broken client file raises ConfigError naming the key
 
 
 def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core:
@@ -89,6 +115,15 @@ async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
             "[telegram] / [matrix]: no chat network is configured; add one of the sections, "
             "or pass --console"
         )
+    preflight(config, console=console)
+    if str(config.bot.database) == MEMORY:
+        return await _serve(config, console=console, serve_web=serve_web)
+    # Before the database is opened: a second process must not migrate it or recover its mail.
+    with hold(config.bot.database):
+        return await _serve(config, console=console, serve_web=serve_web)
+
+
+async def _serve(config: Config, *, console: bool, serve_web: bool) -> int:
     db = await open_database(config.bot.database)
     backend: MailBackend | None = None
     web: WebServer | None = None

@@ -12,6 +12,8 @@ apology, never the exception text.
      +-- NotConnectedError   the user has no Google account linked
     ConfigError             the configuration file is wrong; names the key (not a chat error)
     StoreError              the database cannot be used (e.g. newer than the code)
+    InstallError            a library the configuration needs cannot be imported
+    InUseError              another process holds the database
 """
 
 from __future__ import annotations
@@ -47,3 +49,27 @@ class ConfigError(Exception):
 
 class StoreError(Exception):
     """The database cannot be opened or migrated."""
+
+
+class InstallError(Exception):
+    """A library the configuration needs is missing or broken; the message names it."""
+
+    @classmethod
+    def missing(cls, what: str, exc: ImportError) -> InstallError:
+        """Say that ``what`` cannot be used because of ``exc``, naming the missing module."""
+        # Libraries often re-raise with a message of their own: the module is in the chain.
+        seen: BaseException | None = exc
+        name = None
+        while seen is not None:
+            if isinstance(seen, ImportError) and seen.name:
+                name = seen.name
+            seen = seen.__cause__ or seen.__context__
+        why = f"the Python module {name!r} is missing" if name else " ".join(str(exc).split())
+        return cls(
+            f"{what} cannot be used: {why}. The installation is incomplete: install mailbridge "
+            "again with `pip install .`"
+        )
+
+
+class InUseError(Exception):
+    """Another mailbridge process holds the database; the message names it and the process."""

@@ -56,14 +56,18 @@ async def migrate(db: aiosqlite.Connection, migrations: Sequence[Sequence[str]])
             f"{len(migrations)}: it was written by a newer mailbridge. Upgrade mailbridge, or "
             "restore a backup made before the upgrade."
         )
-    for number in range(version + 1, len(migrations) + 1):
+    while version < len(migrations):
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in migrations[number - 1]:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {number}")
+            # Read again under the write lock: another connection may have migrated meanwhile.
+            version = await schema_version(db)
+            if version < len(migrations):
+                for statement in migrations[version]:
+                    await db.execute(statement)
+                version += 1
+                await db.execute(f"PRAGMA user_version = {version}")
+                log.info("database migrated to schema version %d", version)
         except BaseException:
             await db.execute("ROLLBACK")
             raise
         await db.execute("COMMIT")
-        log.info("database migrated to schema version %d", number)
