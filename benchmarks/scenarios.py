@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import resource
 import sqlite3
 import statistics
@@ -22,7 +21,8 @@ from benchmarks.naive import NaiveBot
 from bot.addresses import EmailAddress
 from bot.compose import compose
 from bot.grammar import parse_mail
-from tests.botproc import MAILBRIDGE, free_port
+from tests import runtime
+from tests.botproc import free_port
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -208,17 +208,15 @@ password = "{bot_user.password}"
 store_path = "ready-store"
 """
     )
-    assert MAILBRIDGE
-    env = {**os.environ}
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        MAILBRIDGE,
+        runtime.mailbridge(),
         "run",
         "--config",
         str(config),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
-        env=env,
+        env=runtime.env(),
     )
     try:
         async with aiohttp.ClientSession() as http:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import signal
 import socket
-import sys
 from pathlib import Path
 
-MAILBRIDGE = shutil.which("mailbridge", path=str(Path(sys.executable).parent))
+from tests import runtime
 
 
 def free_port() -> int:
@@ -26,16 +23,16 @@ class BotProcess:
 
     def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
-        self.env = {**os.environ, **(env or {})}
+        self.env = runtime.env(env)
         self.log_path = config.parent / "mailbridge.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
 
     async def start(self) -> BotProcess:
-        assert MAILBRIDGE, "the mailbridge console script is installed with the package"
+        command = runtime.mailbridge()  # as a user installs it; fails if missing or stale
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            MAILBRIDGE,
+            command,
             "run",
             "--console",
             "--config",

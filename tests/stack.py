@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import sys
@@ -20,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.botproc import MAILBRIDGE, free_port
+from tests import runtime
+from tests.botproc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"https?://\S+/connect/[\w-]+")
@@ -182,26 +182,36 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
+    log_name: str = "mailbridge.log"
 
     @property
     def log_path(self) -> Path:
-        return self.config.parent / "mailbridge.log"
+        return self.config.parent / self.log_name
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start it and wait until its web server answers."""
-        assert MAILBRIDGE, "the mailbridge console script is installed with the package"
+        await self.spawn()
+        await self.ready(timeout)
+
+    async def spawn(self) -> None:
+        """Start it; do not wait."""
+        command = runtime.mailbridge()  # as a user installs it; fails if missing or stale
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                MAILBRIDGE,
+                command,
                 "run",
                 "--config",
                 str(self.config),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env={**os.environ, **self.env},
+                env=runtime.env(self.env),
             )
         self.starts += 1
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Wait until its web server answers; fail if it exits first."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while True:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.botproc import MAILBRIDGE
+from tests import runtime
 from tests.stack import Daemon, Stack, remote_google, remote_telegram, until, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
@@ -23,10 +23,9 @@ USERS = [3001, 3002, 3003, 3004, 3005]
 
 
 async def mailbridge(*args: str) -> tuple[int, str]:
-    assert MAILBRIDGE
-    env = {k: v for k, v in os.environ.items() if k != "MAILBRIDGE_DATA_KEY"}
+    env = {k: v for k, v in runtime.env().items() if k != "MAILBRIDGE_DATA_KEY"}
     proc = await asyncio.create_subprocess_exec(
-        MAILBRIDGE,
+        runtime.mailbridge(),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

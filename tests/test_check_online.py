@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.botproc import MAILBRIDGE, free_port
+from tests import runtime
+from tests.botproc import free_port
 from tests.google_fake import GoogleFake
 from tests.synapse import Synapse
 from tests.telegram_fake import TelegramFake
@@ -58,16 +58,15 @@ def write(
 
 
 async def check_online(config: Path) -> tuple[int, list[str]]:
-    assert MAILBRIDGE
     proc = await asyncio.create_subprocess_exec(
-        MAILBRIDGE,
+        runtime.mailbridge(),
         "check",
         "--online",
         "--config",
         str(config),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MAILBRIDGE_")},
+        env={k: v for k, v in runtime.env().items() if not k.startswith("MAILBRIDGE_")},
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     lines = out.decode().splitlines()

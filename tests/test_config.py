@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from bot import config
 from bot.errors import ConfigError
+from tests import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -24,12 +24,12 @@ def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [runtime.mailbridge(), *args],  # as a user installs it (tests/runtime.py)
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=runtime.env() if env is None else env,
         check=False,
     )
 

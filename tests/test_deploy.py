@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.botproc import MAILBRIDGE
+from tests import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "mailbridge.service"
@@ -29,13 +29,13 @@ HARDENING = [
 
 @pytest.fixture
 def unit(tmp_path: Path) -> Path:
-    """The unit as installed, with ExecStart pointing at this venv's mailbridge (systemd checks
-    that the program exists)."""
+    """The unit as installed, with ExecStart pointing at the runtime venv's mailbridge
+    (tests/runtime.py; systemd checks that the program exists)."""
     if ANALYZE is None:
         pytest.fail("systemd-analyze is missing: run tests/setup.sh (Debian package systemd)")
-    assert MAILBRIDGE
     path = tmp_path / "mailbridge.service"
-    path.write_text(UNIT.read_text().replace("/opt/mailbridge/bin/mailbridge", MAILBRIDGE))
+    program = runtime.mailbridge()
+    path.write_text(UNIT.read_text().replace("/opt/mailbridge/bin/mailbridge", program))
     return path
 
 

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-# The console script installed beside the Python running the tests (the venv), as a user runs it.
-MAILBRIDGE = shutil.which("mailbridge", path=str(Path(sys.executable).parent))
+from tests import runtime
 
 
 def trial(stdin: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    assert MAILBRIDGE, "the mailbridge console script is installed with the package"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBRIDGE_")}
+    # The console script as a user installs it (tests/runtime.py), with none of our settings.
+    env = {k: v for k, v in runtime.env().items() if not k.startswith("MAILBRIDGE_")}
     return subprocess.run(
-        [MAILBRIDGE], input=stdin, cwd=cwd, capture_output=True, text=True, timeout=60, env=env
+        [runtime.mailbridge()],
+        input=stdin,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
