@@ -9,12 +9,14 @@ user may ``/retry``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -65,6 +67,7 @@ class Outcome:
 
 
 Notify = Callable[[OutboxRow, Outcome], Awaitable[None]]
+T = TypeVar("T")
 _COLUMNS = (
     "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at,"
     " due_at, author"
@@ -75,6 +78,7 @@ class Outbox:
     """Records accepted mail and delivers it through a backend, telling owners the outcome."""
 
     retell_after = 60.0  # seconds before an outcome the chat network refused is told again
+    db_retry_max = 5.0  # most seconds between tries of a delivery's database step
 
     def __init__(
         self,
@@ -97,6 +101,7 @@ class Outbox:
         self.busy = asyncio.Semaphore(BUSY)
         self._tasks: set[asyncio.Task[None]] = set()
         self._retells: set[asyncio.Task[None]] = set()  # outcomes the chat did not take yet
+        self._closing = False
 
     async def accept(
         self,
@@ -229,7 +234,7 @@ class Outbox:
         when = row.due_at if due_at is None else due_at
         task = asyncio.create_task(self._deliver(row, when), name=f"outbox-{row.id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
 
     async def drain(self) -> None:
         """Wait until every delivery under way has ended."""
@@ -238,6 +243,7 @@ class Outbox:
 
     async def close(self) -> None:
         """Wait for deliveries under way; stop waiting to retell (a restart retells)."""
+        self._closing = True
         await self.drain()
         for task in list(self._retells):
             task.cancel()
@@ -256,7 +262,8 @@ class Outbox:
             if row.state == QUEUED:
                 self.submit(row)
             elif row.state == SENDING:
-                await self._set(row.id, UNKNOWN, None, telling=True)
+                step = functools.partial(self._set, row.id, UNKNOWN, None, telling=True)
+                await self._persist(row.id, step)
                 self.metrics.mail_ended(UNKNOWN)
                 log.warning(
                     "outbox %d was being sent when mailbridge stopped: outcome unknown",
@@ -279,6 +286,32 @@ class Outbox:
         )
         return cur.rowcount == 1
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._retells.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Its row is still queued, sending or being told: a restart delivers or recovers it.
+            log.error("%s ended by an error; a restart takes it up", task.get_name(), exc_info=exc)
+
+    async def _persist(self, row_id: int, step: Callable[[], Awaitable[T]]) -> T:
+        """Run one database step of a delivery until it succeeds: a locked, full or failing
+        database delays a mail, never strands it. Closing gives up (a restart recovers it)."""
+        delay = 0.05
+        while True:
+            try:
+                return await step()
+            except sqlite3.OperationalError as exc:
+                if self._closing:
+                    raise
+                log.warning(
+                    "outbox %d: database error (%s); trying again",
+                    row_id,
+                    exc,
+                    extra={"outbox": row_id},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.db_retry_max)
+
     async def _deliver(self, row: OutboxRow, due_at: float) -> None:
         if due_at > time.time():  # the undo window; a cancel meanwhile ends it below
             await asyncio.sleep(due_at - time.time())
@@ -290,10 +323,14 @@ class Outbox:
                 # Claim the row and read its mail in one statement: only a queued row moves to
                 # sending, so no row is sent twice, and "sending" is the last write before the
                 # request leaves: it means "may be at Gmail".
-                found = await self._durable.fetch(
-                    "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
-                    f" RETURNING {_COLUMNS}, raw",
-                    (SENDING, time.time(), row.id, QUEUED),
+                row_id = row.id
+                found = await self._persist(
+                    row_id,
+                    lambda: self._durable.fetch(
+                        "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
+                        f" RETURNING {_COLUMNS}, raw",
+                        (SENDING, time.time(), row_id, QUEUED),
+                    ),
                 )
                 if not found:
                     return  # cancelled meanwhile
@@ -304,9 +341,14 @@ class Outbox:
             try:
                 async with self.busy:
                     # Both writes in one trip to the database.
+                    detail = _detail(outcome)
                     done = await asyncio.gather(
-                        self._set(row.id, outcome.state, _detail(outcome), telling=True),
-                        self._remember_recipients(row) if outcome.state == SENT else _nothing(),
+                        self._persist(
+                            row_id, lambda: self._set(row_id, outcome.state, detail, telling=True)
+                        ),
+                        self._persist(row_id, lambda: self._remember_recipients(row))
+                        if outcome.state == SENT
+                        else _nothing(),
                         return_exceptions=True,
                     )
                     marked = not isinstance(done[0], BaseException)
@@ -381,9 +423,7 @@ class Outbox:
         # when the stop came just before the message left: "in case it did not reach you").
         if not marked:
             async with self.busy:
-                await self._db.execute(
-                    "UPDATE outbox SET told = ? WHERE id = ?", (TELLING, row.id)
-                )
+                await self._told(row.id, TELLING)
         try:
             await self._notify(row, outcome)
         except Exception:
@@ -391,13 +431,17 @@ class Outbox:
             log.exception(
                 "outbox %d: could not tell the user the outcome", row.id, extra={"outbox": row.id}
             )
-            await self._db.execute("UPDATE outbox SET told = 0 WHERE id = ?", (row.id,))
-            task = asyncio.create_task(self._tell_later(row, outcome))
+            await self._told(row.id, 0)
+            task = asyncio.create_task(self._tell_later(row, outcome), name=f"retell-{row.id}")
             self._retells.add(task)
-            task.add_done_callback(self._retells.discard)
+            task.add_done_callback(self._ended)
             return
         async with self.busy:
-            await self._db.execute("UPDATE outbox SET told = 1 WHERE id = ?", (row.id,))
+            await self._told(row.id, 1)
+
+    async def _told(self, row_id: int, told: int) -> None:
+        sql = "UPDATE outbox SET told = ? WHERE id = ?"
+        await self._persist(row_id, lambda: self._db.execute(sql, (told, row_id)))
 
     async def _tell_later(self, row: OutboxRow, outcome: Outcome) -> None:
         await asyncio.sleep(self.retell_after)
