@@ -578,6 +578,14 @@ class TelegramFake:
                 async with asyncio.timeout(left):
                     await event.wait()
 
+    async def wait_for_calls(
+        self, predicate: Callable[[ApiCall], bool], count: int = 1, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``count`` of the calls received so far match ``predicate``."""
+        async with asyncio.timeout(timeout):
+            while sum(map(predicate, self.calls)) < count:
+                await self._wakeup.wait()
+
     def pending(self) -> int:
         """Return how many updates Telegram still holds: not confirmed by an offset, or not
         yet delivered to the webhook with a 2xx answer."""
@@ -639,11 +647,13 @@ class TelegramFake:
         params = _Params(await _read_params(request))
         call = ApiCall(method, params.values, time.monotonic())
         self.calls.append(call)
+        self._notify()
         try:
             self._check_faults(method.lower())
             result = await handler(params)
         except ApiError as exc:
             call.status = exc.status
+            self._notify()
             return exc.response()
         return web.json_response({"ok": True, "result": result})
 

@@ -50,7 +50,7 @@ async def test_new_recipient_gets_a_preview_and_only_send_sends(tmp_path: Path) 
             ("Send", "/send 1"),
             ("Cancel", "/cancel 1"),
         ]
-        await asyncio.sleep(0.2)
+        await b.core.outbox.drain()  # a delivery under way would end here, writing the mail
         assert b.eml_files() == []  # nothing before Send
         await b.core.handle(b.chat.message("/send 1"))  # what the Send button sends
         await b.chat.wait_for(sent)

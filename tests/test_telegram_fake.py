@@ -217,17 +217,25 @@ async def test_offset_confirms_and_long_poll_returns_early(
     assert await bot.get_updates(offset=first[1].update_id + 1) == ()
     assert await bot.get_updates() == ()  # confirmed updates are gone
 
+    def long_poll(call: Any) -> bool:
+        return bool(call.method == "getUpdates")
+
+    async def polling(calls: int) -> None:  # until the fake is holding one more long poll
+        await telegram_fake.wait_for_calls(long_poll, calls + 1, timeout=5)
+
     started = time.monotonic()
+    calls = sum(c.method == "getUpdates" for c in telegram_fake.calls)
     poll = asyncio.create_task(bot.get_updates(timeout=5))
-    await asyncio.sleep(0.2)
+    await polling(calls)  # waiting at the fake: the update below must end the wait early
     telegram_fake.user_sends(alice, None, "three")
     got = await poll
     assert [u.message.text for u in got if u.message] == ["three"]
     assert time.monotonic() - started < 2
 
     # A second process polling with the same token ends the first one's long poll.
+    calls = sum(c.method == "getUpdates" for c in telegram_fake.calls)
     earlier = asyncio.create_task(bot.get_updates(offset=got[0].update_id + 1, timeout=5))
-    await asyncio.sleep(0.2)
+    await polling(calls)
     async with bot_for(telegram_fake) as other:
         assert await other.get_updates() == ()
     with pytest.raises(Conflict, match="terminated by other getUpdates request"):
