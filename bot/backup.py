@@ -1,22 +1,21 @@
 """``mailbridge backup DIR`` and ``mailbridge restore DIR``: the database and its data key.
 
 A backup is taken while the bot runs: SQLite's online backup API copies the database as of one
-moment (one read transaction; in WAL mode the bot keeps writing meanwhile), so it never needs
-the bot's lock. A restore puts a backup into an empty location only, and not while a bot holds
-the database. Neither ever overwrites a file. These run outside any event loop: plain sqlite3.
+moment (one read transaction; in WAL mode the bot keeps writing meanwhile), so it never takes
+the bot's lock (bot/lock.py). A restore puts a backup into an empty location only, holding that
+lock, so never while a bot runs on the database. Neither ever overwrites a file. These run
+outside any event loop: plain sqlite3.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 from bot.config import Config
 from bot.errors import StoreError
+from bot.lock import hold
 from bot.migrations import MIGRATIONS
 from bot.store import MEMORY
 from bot.vault import KEY_ENV
@@ -59,7 +58,7 @@ def restore(config: Config, folder: Path, key_file: Path | None) -> list[str]:
             f"the backup is at schema version {version}, but this mailbridge knows only "
             f"{len(MIGRATIONS)}: restore it with the mailbridge that made it, or a newer one"
         )
-    with _no_bot(database):
+    with hold(database):  # the lock `mailbridge run` holds: no bot starts meanwhile
         taken = [p for p in _database_files(database) if p.exists() and p.stat().st_size > 0]
         if key_copy.exists() and key_file is not None and key_file.exists():
             taken.append(key_file)
@@ -139,22 +138,3 @@ def _write_new(path: Path, data: bytes) -> None:
         raise StoreError(f"{path} exists; it is never overwritten") from None
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-
-
-@contextlib.contextmanager
-def _no_bot(database: Path) -> Iterator[None]:
-    """Hold the lock ``mailbridge run`` holds (``<database>.lock``) while restoring, so no bot
-    runs on the database meanwhile; raise StoreError if one does."""
-    lock = database.with_name(database.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(
-                f"a mailbridge is running on {database}; stop it before restoring"
-            ) from None
-        yield
-    finally:
-        os.close(fd)

@@ -124,6 +124,10 @@ async def _send_100_and_back_up(s: Stack, http: aiohttp.ClientSession, folder: P
     code, out = await mailbridge("backup", str(folder), "--config", str(s.bot.config))
     assert code == 0, out
     assert len(await s.google.sent()) < 100, "the backup ran while mail was still going out"
+    # The bot holds its database (bot/lock.py): the backup did not need that lock, a restore does.
+    code, out = await mailbridge("restore", str(folder), "--config", str(s.bot.config))
+    assert code == 2
+    assert f"{live / 'bot.db'} is in use by another mailbridge (pid {s.bot.proc.pid})" in out
     await s.google.set(gmail_latency=0)
 
 
@@ -182,7 +186,7 @@ async def _as_of_the_backup(
 
 def test_restore_refuses_while_a_bot_holds_the_database(tmp_path: Path) -> None:
     from bot import backup
-    from bot.errors import StoreError
+    from bot.errors import InUseError
     from tests.conftest import make_config
 
     config = make_config(tmp_path / "bot")
@@ -194,7 +198,7 @@ def test_restore_refuses_while_a_bot_holds_the_database(tmp_path: Path) -> None:
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(StoreError, match=r"a mailbridge is running on .*bot\.db; stop it"):
+        with pytest.raises(InUseError, match=r"the database .*bot\.db is in use by another"):
             backup.restore(config, folder, None)
     finally:
         os.close(fd)
