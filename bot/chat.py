@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,7 @@ class Attachment:
 Handler = Callable[[Message], Awaitable[None]]
 
 
+@runtime_checkable
 class ChatAdapter(Protocol):
     """A chat network: delivers messages to the core and sends its replies."""
 
@@ -71,3 +72,39 @@ class ChatAdapter(Protocol):
 
     async def send(self, room: str, reply: Reply) -> None:
         """Send ``reply`` into ``room``."""
+
+
+# Capabilities some networks have: the core asks with isinstance(adapter, Capability), never by
+# probing for an attribute, so mypy checks every call it then makes.
+
+
+@runtime_checkable
+class Addressed(Protocol):
+    """A network where group commands may name the bot: Telegram's "/mail@username"."""
+
+    username: str | None  # None until the network told us (Telegram: after getMe)
+
+
+@runtime_checkable
+class DeepLinks(Protocol):
+    """A network with links that open a direct chat with the bot and send it a payload."""
+
+    def start_link(self, payload: str) -> str | None:
+        """Return the link that opens a direct chat and sends ``/start payload``, if known yet."""
+
+
+@runtime_checkable
+class DirectChats(Protocol):
+    """A network where the bot finds (or opens) a user's direct chat itself: Matrix, where a
+    room once direct may have gained members."""
+
+    async def open_direct(self, user_id: str) -> str | None:
+        """Return the room id of a direct chat with ``user_id``, opening one if needed."""
+
+
+@runtime_checkable
+class Attachments(Protocol):
+    """A network whose messages may carry (or reply to) a file the bot can download."""
+
+    async def fetch_attachment(self, ref: str) -> Attachment:
+        """Download the file ``Message.attachment`` refers to; BotError says why it cannot."""
