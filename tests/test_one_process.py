@@ -52,6 +52,20 @@ async def one_exits(pair: list[Daemon], timeout: float = 60.0) -> tuple[Daemon, 
 
 
 async def test_a_second_process_on_a_database_exits_and_touches_nothing(tmp_path: Path) -> None:
+    started: list[Daemon] = []
+    try:
+        await two_at_once(tmp_path, started)
+    finally:
+        for daemon in started:  # also when a check failed: no process outlives the test
+            await daemon.kill()
+
+
+def daemon(config: Path, base_url: str, log_name: str, started: list[Daemon]) -> Daemon:
+    started.append(Daemon(config, base_url, ENV, log_name=log_name))
+    return started[-1]
+
+
+async def two_at_once(tmp_path: Path, started: list[Daemon]) -> None:
     async with remote_google() as google, remote_telegram() as telegram:
         config, public = write_config(tmp_path, google, telegram)
         port, other = public.rsplit(":", 1)[1], str(free_port())
@@ -62,7 +76,7 @@ async def test_a_second_process_on_a_database_exits_and_touches_nothing(tmp_path
         async with aiohttp.ClientSession() as http:
             for run in range(RUNS):
                 new_database(tmp_path)
-                pair = [Daemon(config, public, ENV, log_name=f"{run}{s}.log") for s in "ab"]
+                pair = [daemon(config, public, f"{run}{s}.log", started) for s in "ab"]
                 await asyncio.gather(*(d.spawn() for d in pair))
                 loser, winner = await one_exits(pair)
                 await winner.ready()
@@ -79,7 +93,7 @@ async def test_a_second_process_on_a_database_exits_and_touches_nothing(tmp_path
                     return any(m["subject"] == subject for m in await google.sent())
 
                 await until(at_gmail)
-                third = Daemon(elsewhere, f"http://127.0.0.1:{other}", ENV, log_name=f"{run}c.log")
+                third = daemon(elsewhere, f"http://127.0.0.1:{other}", f"{run}c.log", started)
                 await third.spawn()
                 assert third.proc is not None
                 await asyncio.wait_for(third.proc.wait(), 60)
