@@ -18,8 +18,8 @@ from bot import config as config_mod
 from bot.app import build_core, key_file
 from bot.chat import Message, Reply
 from bot.core import Core
-from bot.store import open_database
-from bot.vault import SecretBox, load_key
+from bot.store.db import open_database
+from bot.store.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.botproc import free_port
 from tests.stack import RemoteGoogle

@@ -131,7 +131,7 @@ async def concurrent(rig: Rig, users: list[str], helper_user: str) -> dict[str, 
 def overhead_floor(tmp: Path, n: int) -> dict[str, float]:
     """What any crash-safe outbox must do per mail, with ``sqlite3`` directly: compose the same
     mail, then commit it (durably), claim it (durably) and record the outcome."""
-    from bot.migrations import MIGRATIONS
+    from bot.store.migrations import MIGRATIONS
 
     db = sqlite3.connect(tmp / "floor.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.accounts import Accounts
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter
 from bot.config import Config
@@ -22,8 +21,9 @@ from bot.health import not_ready
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
 from bot.metrics import Metrics
-from bot.store import MEMORY, open_database
-from bot.vault import SecretBox, load_key
+from bot.store.accounts import Accounts
+from bot.store.db import MEMORY, open_database
+from bot.store.vault import SecretBox, load_key
 from bot.web import WebServer
 
 log = logging.getLogger(__name__)

@@ -10,15 +10,15 @@ outside any event loop: plain sqlite3.
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 from bot.config import Config
 from bot.errors import StoreError
 from bot.lock import hold
-from bot.migrations import MIGRATIONS
-from bot.store import MEMORY
-from bot.vault import KEY_ENV
+from bot.store.copy import copy_database, schema_of, write_new
+from bot.store.db import MEMORY
+from bot.store.migrations import MIGRATIONS
+from bot.store.vault import KEY_ENV
 
 DATABASE = "mailbridge.db"  # the names inside a backup folder, whatever the configured ones
 KEY = "mailbridge.db.key"
@@ -34,12 +34,12 @@ def backup(config: Config, folder: Path, key_file: Path | None) -> list[str]:
     for path in (copy, key_copy):
         if path.exists():
             raise StoreError(f"{path} exists; a backup never overwrites: choose an empty folder")
-    _copy_database(database, copy)
-    said = [f"database {database} -> {copy} (schema version {_version(copy)})"]
+    copy_database(database, copy)
+    said = [f"database {database} -> {copy} (schema version {schema_of(copy)})"]
     if os.environ.get(KEY_ENV):
         said.append(f"data key: taken from ${KEY_ENV}; keep it with this backup, it is not here")
     elif key_file is not None and key_file.exists():
-        _write_new(key_copy, key_file.read_bytes())
+        write_new(key_copy, key_file.read_bytes())
         said.append(f"data key {key_file} -> {key_copy}")
     else:
         said.append(f"data key: none at {key_file}; the stored secrets cannot be read without it")
@@ -52,7 +52,7 @@ def restore(config: Config, folder: Path, key_file: Path | None) -> list[str]:
     copy, key_copy = folder / DATABASE, folder / KEY
     if not copy.is_file():
         raise StoreError(f"{copy} does not exist: is {folder} a mailbridge backup?")
-    version = _version(copy)
+    version = schema_of(copy)
     if version > len(MIGRATIONS):
         raise StoreError(
             f"the backup is at schema version {version}, but this mailbridge knows only "
@@ -68,11 +68,11 @@ def restore(config: Config, folder: Path, key_file: Path | None) -> list[str]:
         database.parent.mkdir(parents=True, exist_ok=True)
         for leftover in _database_files(database):
             leftover.unlink(missing_ok=True)  # empty files only, checked above
-        _copy_database(copy, database)
+        copy_database(copy, database)
         _give_to_owner(database)
         said = [f"database {copy} -> {database} (schema version {version})"]
         if key_copy.exists() and key_file is not None:
-            _write_new(key_file, key_copy.read_bytes())
+            write_new(key_file, key_copy.read_bytes())
             _give_to_owner(key_file)
             said.append(f"data key {key_copy} -> {key_file}")
         else:
@@ -96,45 +96,3 @@ def _database(config: Config) -> Path:
 
 def _database_files(database: Path) -> list[Path]:
     return [database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))]
-
-
-def _copy_database(source: Path, target: Path) -> None:
-    """Copy ``source`` as of one moment into the new file ``target`` (mode 0600)."""
-    _write_new(target, b"")
-    # Read-write, though it only reads: a read-only connection cannot open a WAL database
-    # whose -shm file is missing (the bot stopped). busy_timeout: the bot may be checkpointing.
-    src = sqlite3.connect(source, timeout=30)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)  # all pages in one step: one snapshot, however busy the source
-        # One self-contained file (the copied header says WAL); the bot turns WAL on again.
-        dst.execute("PRAGMA journal_mode = DELETE")
-        check = dst.execute("PRAGMA quick_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise StoreError(f"the copy in {target} failed SQLite's check: {check}")
-    except sqlite3.Error as exc:
-        raise StoreError(f"copying {source} to {target} failed: {exc}") from None
-    finally:
-        dst.close()
-        src.close()
-
-
-def _version(path: Path) -> int:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = db.execute("PRAGMA user_version").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path} is not a SQLite database: {exc}") from None
-    finally:
-        db.close()
-    return int(row[0]) if row else 0
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (never replacing one) readable by its owner only, with ``data``."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        raise StoreError(f"{path} exists; it is never overwritten") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)

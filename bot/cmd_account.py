@@ -55,7 +55,7 @@ async def status(core: Core, message: Message, args: str) -> Reply:
     if account is None:
         return Reply("No Gmail is connected. Send /connect in a direct chat with me to link one.")
     since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.connected_at))
-    sent_at = await core.outbox.last_sent(message.user_key)
+    sent_at = await core.outbox.rows.last_sent(message.user_key)
     last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(sent_at)) if sent_at else "nothing yet"
     return Reply(f"Connected as {account.address} since {since}. Last mail sent: {last}.")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.addresses import parse_address
 from bot.chat import Message, Reply
 from bot.errors import BotError
 from bot.private import Private
+from bot.store.aliases import alias_name
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -31,7 +33,8 @@ async def alias(core: Core, message: Message, args: str) -> Reply | Private:
             )
         return Reply(f"You have {len(aliases)} aliases; ask me in a direct chat to see them.")
     if action == "add" and len(words) == 3:
-        name = await core.aliases.add(message.user_key, words[1], words[2])
+        name = alias_name(words[1])  # the name first: its advice comes before the address's
+        await core.aliases.add(message.user_key, name, str(parse_address(words[2])))
         return Private(
             Reply(f"Alias {name} = {words[2]}. Use it anywhere an address goes: /mail {name} …"),
             f"{message.display_name}: your alias is saved; see our direct chat.",

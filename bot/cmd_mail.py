@@ -11,9 +11,9 @@ from bot.chat import Attachment, Button, Message, Reply
 from bot.compose import compose
 from bot.errors import BotError
 from bot.grammar import parse_mail
-from bot.outbox import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
 from bot.policy import check_send_budget
 from bot.private import Private
+from bot.store.outbox_rows import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
 from bot.wording import preview_text, recipients_shown, subject_shown
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ async def mail(core: Core, message: Message, args: str) -> Private | None:
         held = mode == "always" or (
             mode == "new_recipients"
             and bool(
-                await core.outbox.unknown_recipients(
+                await core.outbox.rows.unknown_recipients(
                     message.user_key, [str(a) for a in request.recipients]
                 )
             )
@@ -124,7 +124,7 @@ async def _own_row(core: Core, message: Message, args: str, state: str, what: st
     if number:
         if not number.isdigit():
             raise BotError(f"Which mail? Give its number, e.g. /{what} 12.")
-        row = await core.outbox.get(int(number))
+        row = await core.outbox.rows.get(int(number))
         if row is None:
             raise BotError(f"There is no mail #{number}.")
         if row.user_key != message.user_key:
@@ -132,7 +132,7 @@ async def _own_row(core: Core, message: Message, args: str, state: str, what: st
                 f"Mail #{row.id} is not yours: only the one who wrote it can {what} it."
             )
         return row
-    row = await core.outbox.latest(message.user_key, state)
+    row = await core.outbox.rows.latest(message.user_key, state)
     if row is None:
         raise BotError(f"You have no mail to {what}.")
     return row
@@ -151,7 +151,7 @@ async def send(core: Core, message: Message, args: str) -> Private | None:
         )
     undo = core.config.mail.undo_seconds
     due_at = time.time() + undo
-    if not await core.outbox.release(row.id, due_at):
+    if not await core.outbox.rows.release(row.id, due_at):
         raise BotError(f"Mail #{row.id} was already sent or cancelled.")
     core.outbox.submit(row, due_at)
     return _undo_notice(row, undo, message.display_name)
@@ -185,7 +185,7 @@ async def retry(core: Core, message: Message, args: str) -> Private:
             f"Mail #{row.id} is {row.state}; only failed or unknown mail can be retried."
         )
     await core.backend.sender(message.user_key)  # still connected?
-    if not await core.outbox.requeue(row.id):
+    if not await core.outbox.rows.requeue(row.id):
         raise BotError(f"Mail #{row.id} can no longer be sent again.")
     core.outbox.submit(row, 0.0)
     return Private(
@@ -201,7 +201,7 @@ async def history(core: Core, message: Message, args: str) -> Reply:
     """List the user's last ten mails with their state (in a direct chat only)."""
     if not message.is_direct:
         raise BotError("Your mail history is private: ask me with /history in a direct chat.")
-    rows = await core.outbox.history(message.user_key, 10)
+    rows = await core.outbox.rows.history(message.user_key, 10)
     if not rows:
         return Reply("You have not sent any mail through me yet.")
     icons = {"sent": "✅", "failed": "❌", "unknown": "⚠️", "cancelled": "🗑", "held": "📝"}

@@ -9,20 +9,21 @@ from dataclasses import replace
 import aiosqlite
 
 from bot import commands
-from bot.accounts import Accounts
-from bot.aliases import Aliases
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter, Message, Reply
-from bot.claims import Claims
 from bot.config import Config
 from bot.errors import BotError, NotAllowedError
 from bot.grammar import Command, parse_command
 from bot.metrics import Metrics
 from bot.oauth import Linked, LoginFailed, OAuth
-from bot.outbox import Outbox, OutboxRow, Outcome
+from bot.outbox import Outbox, Outcome
 from bot.policy import check_allowed
 from bot.private import Private, answer_privately, direct_room, minimal_in
-from bot.vault import SecretBox
+from bot.store.accounts import Accounts
+from bot.store.aliases import Aliases
+from bot.store.outbox_rows import OutboxRow
+from bot.store.seen import Claims
+from bot.store.vault import SecretBox
 from bot.wording import APOLOGY, REPEAT, localise, minimal_text, outcome_text, prefix
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ import random
 
 from googleapiclient.errors import HttpError
 
-from bot.accounts import Accounts
 from bot.addresses import EmailAddress
 from bot.backends import Receipt, SendRefused, SendUnknown
 from bot.errors import NotConnectedError
 from bot.gmail_send import GmailSender, MaybeSent, NotSent
 from bot.google import GoogleClient
+from bot.store.accounts import Accounts
 from bot.tokens import Tokens
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from bot.chat import ChatAdapter
+from bot.store.db import ping
 
 log = logging.getLogger(__name__)
 DB_TIMEOUT = 2.0  # seconds the database may take to answer a probe
@@ -20,8 +21,7 @@ async def not_ready(db: aiosqlite.Connection, adapters: Sequence[ChatAdapter]) -
     waiting: dict[str, str] = {}
     try:
         async with asyncio.timeout(DB_TIMEOUT):
-            async with db.execute("SELECT 1") as cur:
-                await cur.fetchone()
+            await ping(db)
     except (TimeoutError, sqlite3.Error, ValueError) as exc:
         # ValueError: aiosqlite's answer once the connection is closed.
         log.warning("readiness: the database did not answer (%s)", type(exc).__name__)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
+from bot.store.db import tally
 
 # The outbox states (bot/outbox.py), always all exported so a state at zero is still a series.
 OUTBOX_STATES = ("held", "queued", "sending", "sent", "failed", "unknown", "cancelled")
@@ -96,13 +97,10 @@ class Metrics:
         """Read the stored-state gauges from ``db`` at each scrape."""
 
         async def read() -> None:
-            async with db.execute("SELECT state, count(*) FROM outbox GROUP BY state") as cur:
-                counts = {str(state): int(n) for state, n in await cur.fetchall()}
+            counts, linked = await tally(db)
             for state in OUTBOX_STATES:
                 self.outbox.labels(state).set(counts.get(state, 0))
-            async with db.execute("SELECT count(*) FROM accounts") as cur:
-                row = await cur.fetchone()
-            self.linked.set(row[0] if row else 0)
+            self.linked.set(linked)
 
         self._read_state = read
 

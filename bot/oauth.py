@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from bot.accounts import Account, Accounts, PendingLogin
 from bot.google import GMAIL_SEND, SCOPES, GoogleClient
 from bot.id_token import address_from
+from bot.store.accounts import Account, Accounts, PendingLogin
 from bot.token_endpoint import EndpointDown, OAuthRefused
 from bot.tokens import Tokens
 

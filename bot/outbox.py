@@ -1,58 +1,43 @@
-"""The outbox: every accepted ``/mail`` is a row before any network call.
+"""The outbox's delivery: every accepted ``/mail`` is a row before any network call.
 
-States: ``held`` (a preview waits for Send) -> ``queued`` (waits out the undo window, ``due_at``)
--> ``sending`` -> ``sent``, or ``failed`` (certainly not sent), or ``unknown`` (it may have reached
-the provider), or ``cancelled`` (Cancel or Undo). ``unknown`` is never sent again by itself; the
-user may ``/retry``.
+The rows and their states are bot.store.outbox_rows; here a row is submitted, sent through a
+backend, recovered after a restart and its outcome told to its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import aiosqlite
 
 from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
-from bot.durable import Durable
 from bot.grammar import MailRequest
 from bot.metrics import Metrics
-from bot.vault import SecretBox
+from bot.store.outbox_rows import (
+    CANCELLED,
+    FAILED,
+    NO_LIMIT,
+    QUEUED,
+    SENDING,
+    SENT,
+    TELLING,
+    UNKNOWN,
+    NewRow,
+    OutboxRow,
+    OutboxRows,
+)
+from bot.store.vault import SecretBox
 
 log = logging.getLogger(__name__)
 
-HELD, QUEUED, SENDING, SENT = "held", "queued", "sending", "sent"
-FAILED, UNKNOWN, CANCELLED = "failed", "unknown", "cancelled"
-TELLING = 2  # outbox.told: 0 not yet told, 2 being told, 1 told
-NO_LIMIT = 2**62
 BUSY = 16  # mails whose own work (not their wait for Gmail) runs at once
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One accepted mail, without its (encrypted) content."""
-
-    id: int
-    event_key: str
-    user_key: str
-    room: str
-    is_direct: bool
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
-    bcc: tuple[str, ...]
-    subject: str
-    state: str
-    detail: str | None
-    created_at: float
-    due_at: float
-    author: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +53,6 @@ class Outcome:
 
 Notify = Callable[[OutboxRow, Outcome], Awaitable[None]]
 T = TypeVar("T")
-_COLUMNS = (
-    "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at,"
-    " due_at, author"
-)
 
 
 class Outbox:
@@ -90,8 +71,7 @@ class Outbox:
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
-        self._db = db
-        self._durable = Durable(db)  # the accept and the claim survive a power cut
+        self.rows = OutboxRows(db)
         self._box = box
         self._backend = backend
         self._notify = notify
@@ -121,113 +101,19 @@ class Outbox:
         """Record a mail (queued, or held for a preview) unless ``user_key`` has had ``limits``
         (per minute, per day) mails accepted already; return its row, or None if over a limit
         or this chat event was recorded before."""
-        recipients = {
-            "to": [str(a) for a in request.to],
-            "cc": [str(a) for a in request.cc],
-            "bcc": [str(a) for a in request.bcc],
-        }
-        now = time.time() if now is None else now
-        # One statement counts and records, so a burst cannot slip past the limits (SQLite
-        # runs one write at a time), and gives the row back. The WHERE also keeps SQLite from
-        # reading ON CONFLICT as a join.
-        found = await self._durable.fetch(
-            "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
-            " state, created_at, updated_at, due_at, author)"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-            " WHERE (SELECT total(created_at >= ?) < ? AND count(*) < ? FROM outbox"
-            "  WHERE user_key = ? AND created_at >= ?)"
-            f" ON CONFLICT (event_key) DO NOTHING RETURNING {_COLUMNS}",
-            (
-                event_key,
-                user_key,
-                room,
-                int(is_direct),
-                json.dumps(recipients),
-                request.subject,
-                self._box.seal(raw),
-                HELD if held else QUEUED,
-                now,
-                now,
-                due_at,
-                author,
-                now - 60,
-                limits[0],
-                limits[1],
-                user_key,
-                now - 86_400,
-            ),
-        )
-        return next((_row(r) for r in found), None)
-
-    async def counts_since(self, user_key: str, *since: float) -> list[int]:
-        """Return how many mails ``user_key`` has had accepted since each time in ``since``."""
-        cases = ", ".join("coalesce(sum(created_at >= ?), 0)" for _ in since)
-        rows = await self._db.execute_fetchall(
-            f"SELECT {cases} FROM outbox WHERE user_key = ? AND created_at >= ?",
-            (*since, user_key, min(since)),
-        )
-        return next(([int(n) for n in row] for row in rows), [0] * len(since))
-
-    async def last_sent(self, user_key: str) -> float | None:
-        """Return when the user's newest mail was sent, if ever."""
-        rows = await self._db.execute_fetchall(
-            "SELECT max(updated_at) FROM outbox WHERE user_key = ? AND state = ?",
-            (user_key, SENT),
-        )
-        return next((float(r[0]) for r in rows if r[0] is not None), None)
-
-    async def get(self, row_id: int) -> OutboxRow | None:
-        """Return one row by number."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)
-        )
-        return next((_row(r) for r in rows), None)
-
-    async def latest(self, user_key: str, state: str) -> OutboxRow | None:
-        """Return the user's newest row in ``state``."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? AND state = ?"
-            " ORDER BY id DESC LIMIT 1",
-            (user_key, state),
-        )
-        return next((_row(r) for r in rows), None)
-
-    async def history(self, user_key: str, limit: int = 10) -> list[OutboxRow]:
-        """Return the user's newest rows, newest first."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? ORDER BY id DESC LIMIT ?",
-            (user_key, limit),
-        )
-        return [_row(r) for r in rows]
-
-    async def release(self, row_id: int, due_at: float) -> bool:
-        """Move a held row to queued (the user pressed Send); False if it is not held."""
-        cur = await self._db.execute(
-            "UPDATE outbox SET state = ?, due_at = ?, updated_at = ? WHERE id = ? AND state = ?",
-            (QUEUED, due_at, time.time(), row_id, HELD),
-        )
-        return cur.rowcount == 1
+        parts = zip(("to", "cc", "bcc"), (request.to, request.cc, request.bcc), strict=True)
+        recipients = {name: [str(a) for a in part] for name, part in parts}
+        sealed = self._box.seal(raw)
+        new = NewRow(event_key, user_key, room, is_direct, recipients, request.subject, sealed)
+        new = replace(new, held=held, due_at=due_at, author=author)
+        return await self.rows.insert(new, limits, time.time() if now is None else now)
 
     async def cancel(self, row_id: int) -> bool:
         """Cancel a held or queued row (Cancel, Undo); False if it already left or ended."""
-        cur = await self._db.execute(
-            "UPDATE outbox SET state = ?, raw = NULL, updated_at = ? WHERE id = ?"
-            " AND state IN (?, ?)",
-            (CANCELLED, time.time(), row_id, HELD, QUEUED),
-        )
-        if cur.rowcount == 1:
+        cancelled = await self.rows.cancel(row_id)
+        if cancelled:
             self.metrics.mail_ended(CANCELLED)
-        return cur.rowcount == 1
-
-    async def unknown_recipients(self, user_key: str, addresses: list[str]) -> list[str]:
-        """Return the addresses this user has never had a mail sent to."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT address FROM known_recipients WHERE user_key = ? AND address IN"
-            f" ({', '.join('?' * len(addresses))})",
-            (user_key, *(a.lower() for a in addresses)),
-        )
-        known = {str(r[0]) for r in rows}
-        return [a for a in addresses if a.lower() not in known]
+        return cancelled
 
     def submit(self, row: OutboxRow, due_at: float | None = None) -> None:
         """Deliver a queued row in the background, not before ``due_at`` (the row's if None)."""
@@ -252,17 +138,12 @@ class Outbox:
     async def recover(self) -> None:
         """After a restart: rows caught mid-send become unknown; queued rows are sent; outcomes
         their owners never heard, or may not have heard, are told now."""
-        found = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS}, told FROM outbox WHERE state IN (?, ?)"
-            " OR (state IN (?, ?, ?) AND told != 1) ORDER BY id",
-            (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
-        )
-        rows = [(_row(r[:-1]), r[-1] == TELLING) for r in found]
+        rows = await self.rows.unfinished()
         for row, repeat in rows:
             if row.state == QUEUED:
                 self.submit(row)
             elif row.state == SENDING:
-                step = functools.partial(self._set, row.id, UNKNOWN, None, telling=True)
+                step = functools.partial(self.rows.decide, row.id, UNKNOWN, None)
                 await self._persist(row.id, step)
                 self.metrics.mail_ended(UNKNOWN)
                 log.warning(
@@ -276,15 +157,6 @@ class Outbox:
                 reason = row.detail or "" if row.state != SENT else ""
                 outcome = Outcome(row.state, receipt=receipt, reason=reason, repeat=repeat)
                 await self._tell(row, outcome)
-
-    async def requeue(self, row_id: int) -> bool:
-        """Queue a failed or unknown row again (the user asked); return whether it was."""
-        cur = await self._db.execute(
-            "UPDATE outbox SET state = ?, told = 0, updated_at = ? WHERE id = ?"
-            " AND state IN (?, ?) AND raw IS NOT NULL",
-            (QUEUED, time.time(), row_id, FAILED, UNKNOWN),
-        )
-        return cur.rowcount == 1
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -324,17 +196,10 @@ class Outbox:
                 # sending, so no row is sent twice, and "sending" is the last write before the
                 # request leaves: it means "may be at Gmail".
                 row_id = row.id
-                found = await self._persist(
-                    row_id,
-                    lambda: self._durable.fetch(
-                        "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
-                        f" RETURNING {_COLUMNS}, raw",
-                        (SENDING, time.time(), row_id, QUEUED),
-                    ),
-                )
-                if not found:
+                claimed = await self._persist(row_id, lambda: self.rows.claim(row_id))
+                if claimed is None:
                     return  # cancelled meanwhile
-                row, raw = _row(found[0][:-1]), self._box.open(found[0][-1])
+                row, raw = claimed[0], self._box.open(claimed[1])
             outcome = refused or await self._send(row, raw)
             self.metrics.mail_ended(outcome.state)
             marked = False
@@ -344,11 +209,11 @@ class Outbox:
                     detail = _detail(outcome)
                     done = await asyncio.gather(
                         self._persist(
-                            row_id, lambda: self._set(row_id, outcome.state, detail, telling=True)
+                            row_id, lambda: self.rows.decide(row_id, outcome.state, detail)
                         ),
-                        self._persist(row_id, lambda: self._remember_recipients(row))
+                        self._persist(row_id, lambda: self.rows.remember_recipients(row))
                         if outcome.state == SENT
-                        else _nothing(),
+                        else asyncio.sleep(0),
                         return_exceptions=True,
                     )
                     marked = not isinstance(done[0], BaseException)
@@ -398,25 +263,6 @@ class Outbox:
         log.info("outbox %d sent", row.id, extra={"outbox": row.id})
         return Outcome(SENT, receipt=receipt)
 
-    async def _remember_recipients(self, row: OutboxRow) -> None:
-        addresses = sorted({a.lower() for a in (*row.to, *row.cc, *row.bcc)})
-        values = ", ".join("(?, ?)" for _ in addresses)
-        params = [p for a in addresses for p in (row.user_key, a)]
-        await self._db.execute(
-            f"INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES {values}", params
-        )
-
-    async def _set(
-        self, row_id: int, state: str, detail: str | None, *, telling: bool = False
-    ) -> None:
-        # Sent mail needs no content any more; failed and unknown keep it for /retry.
-        extra = ", raw = NULL" if state == SENT else ""
-        extra += f", told = {TELLING}" if telling else ""  # one write: telling comes next
-        await self._db.execute(
-            f"UPDATE outbox SET state = ?, detail = ?, updated_at = ?{extra} WHERE id = ?",
-            (state, detail, time.time(), row_id),
-        )
-
     async def _tell(self, row: OutboxRow, outcome: Outcome, *, marked: bool = False) -> None:
         # No chat network takes an idempotency key, so telling is at least once: a row marked
         # TELLING when the bot stops is told again after the restart, marked as a repeat (also
@@ -440,37 +286,12 @@ class Outbox:
             await self._told(row.id, 1)
 
     async def _told(self, row_id: int, told: int) -> None:
-        sql = "UPDATE outbox SET told = ? WHERE id = ?"
-        await self._persist(row_id, lambda: self._db.execute(sql, (told, row_id)))
+        await self._persist(row_id, lambda: self.rows.told(row_id, told))
 
     async def _tell_later(self, row: OutboxRow, outcome: Outcome) -> None:
         await asyncio.sleep(self.retell_after)
         await self._tell(row, outcome)
 
 
-async def _nothing() -> None:
-    pass
-
-
 def _detail(outcome: Outcome) -> str | None:
     return outcome.receipt.message_id if outcome.receipt else (outcome.reason or None)
-
-
-def _row(r: Sequence[Any]) -> OutboxRow:
-    recipients = json.loads(str(r[5]))
-    return OutboxRow(
-        id=int(r[0]),
-        event_key=str(r[1]),
-        user_key=str(r[2]),
-        room=str(r[3]),
-        is_direct=bool(r[4]),
-        to=tuple(recipients["to"]),
-        cc=tuple(recipients["cc"]),
-        bcc=tuple(recipients["bcc"]),
-        subject=str(r[6]),
-        state=str(r[7]),
-        detail=None if r[8] is None else str(r[8]),
-        created_at=float(r[9]),
-        due_at=float(r[10]),
-        author=str(r[11]),
-    )

@@ -46,7 +46,7 @@ async def check_send_budget(
 ) -> None:
     """Raise RateLimitError if ``user_key`` has used up a send limit (counted from the outbox)."""
     now = time.time() if now is None else now
-    last_minute, last_day = await outbox.counts_since(user_key, now - 60, now - 86_400)
+    last_minute, last_day = await outbox.rows.counts_since(user_key, now - 60, now - 86_400)
     if last_minute >= per_minute:
         raise RateLimitError(
             f"You have sent {per_minute} mails in the last minute, the most allowed here. "

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bot.accounts import Account, Accounts
 from bot.backends import SendRefused
 from bot.google import GoogleClient
 from bot.metrics import Metrics
+from bot.store.accounts import Account, Accounts
 from bot.token_endpoint import (
     CLIENT_ERRORS,
     EndpointDown,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bot.outbox import FAILED, SENT, UNKNOWN, OutboxRow, Outcome
+from bot.outbox import Outcome
+from bot.store.outbox_rows import FAILED, SENT, UNKNOWN, OutboxRow
 
 REPEAT = " (Said again after a restart, in case it did not reach you.)"
 APOLOGY = "Sorry, something went wrong on our side. It has been logged; please try again later."

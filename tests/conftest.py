@@ -13,8 +13,8 @@ from bot import config as config_mod
 from bot.app import key_file
 from bot.core import Core
 from bot.local_outbox import LocalOutbox
-from bot.store import open_database
-from bot.vault import SecretBox, load_key
+from bot.store.db import open_database
+from bot.store.vault import SecretBox, load_key
 from tests.browser import browser  # noqa: F401
 from tests.chatkit import ChatKit
 from tests.google_fake import google_fake  # noqa: F401

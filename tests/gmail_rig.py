@@ -15,8 +15,8 @@ import aiohttp
 from bot.app import build_core, key_file
 from bot.config import Config
 from bot.core import Core
-from bot.store import open_database
-from bot.vault import SecretBox, load_key
+from bot.store.db import open_database
+from bot.store.vault import SecretBox, load_key
 from bot.web import WebServer
 from tests.chatkit import ChatKit, Said
 from tests.google_fake import GoogleFake

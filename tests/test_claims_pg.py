@@ -122,7 +122,7 @@ async def test_on_sqlite_the_guarded_claim_never_claims_a_row_twice(tmp_path: Pa
         f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", pool_size=WORKERS, max_overflow=0
     )
 
-    # The pragmas bot/store.py sets on every connection.
+    # The pragmas bot/store/db.py sets on every connection.
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()

@@ -205,7 +205,7 @@ async def test_queued_mail_survives_a_restart(tmp_path: Path) -> None:
             task.cancel()
         await asyncio.gather(*b.core.outbox._tasks, return_exceptions=True)
         # No delivery is left that could write it: it was not sent before the restart.
-        assert (await b.core.outbox.get(1)).state == "queued"  # type: ignore[union-attr]
+        assert (await b.core.outbox.rows.get(1)).state == "queued"  # type: ignore[union-attr]
         assert b.eml_files() == []
     async for b in start_bench(dataclasses.replace(cfg)):
         said = await b.chat.wait_for(is_outcome)

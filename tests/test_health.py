@@ -123,7 +123,7 @@ async def test_readyz_follows_the_homeserver_and_livez_never_fails(
 
 async def test_readyz_names_a_database_that_does_not_answer(tmp_path: Path) -> None:
     from bot.health import not_ready
-    from bot.store import open_database
+    from bot.store.db import open_database
 
     db = await open_database(tmp_path / "bot.db")
     assert await not_ready(db, []) == {}

@@ -131,7 +131,7 @@ async def test_a_restart_inside_the_window_still_sends_once_at_its_time(tmp_path
     cfg = mail_config(tmp_path, undo_seconds=2)
     async for b in start_bench(cfg):
         await b.core.handle(b.chat.message("/mail bob@example.com Later | x"))
-        due = (await b.core.outbox.get(1)).due_at  # type: ignore[union-attr]
+        due = (await b.core.outbox.rows.get(1)).due_at  # type: ignore[union-attr]
         for task in list(b.core.outbox._tasks):  # the process dies: its timers with it
             task.cancel()
         await asyncio.gather(*b.core.outbox._tasks, return_exceptions=True)
@@ -220,7 +220,7 @@ async def test_minimal_group_confirmation_names_the_sender_only(tmp_path: Path) 
         # No direct chat known yet: the group hears only how to open one; nothing is recorded.
         await b.core.handle(b.chat.message("/mail bob@example.com Secret plan | x", **group))
         assert b.chat.replies[-1].text.startswith("Alice, mail details stay out of this group")
-        assert await b.core.outbox.get(1) is None
+        assert await b.core.outbox.rows.get(1) is None
         await b.core.handle(b.chat.message("/help"))  # now there is one
         for text in [
             "/mail bob@example.com Secret plan | pineapple",

@@ -9,9 +9,9 @@ import aiosqlite
 import pytest
 
 from bot.errors import StoreError
-from bot.migrations import MIGRATIONS
-from bot.store import open_database, schema_version
-from bot.vault import SecretBox, load_key
+from bot.store.db import open_database, schema_version
+from bot.store.migrations import MIGRATIONS
+from bot.store.vault import SecretBox, load_key
 
 
 async def tables(db: aiosqlite.Connection) -> set[str]:

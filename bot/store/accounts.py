@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.vault import SecretBox
+from bot.store.vault import SecretBox
 
 LOGIN_TTL = 600.0  # a login link lives 10 minutes
 ROOMS_KEPT = 10_000  # direct rooms remembered in memory

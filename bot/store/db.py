@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.errors import StoreError
-from bot.migrations import MIGRATIONS
+from bot.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 MEMORY = ":memory:"
@@ -71,3 +71,18 @@ async def migrate(db: aiosqlite.Connection, migrations: Sequence[Sequence[str]])
             await db.execute("ROLLBACK")
             raise
         await db.execute("COMMIT")
+
+
+async def ping(db: aiosqlite.Connection) -> None:
+    """Run the cheapest statement: raises if the database does not answer."""
+    async with db.execute("SELECT 1") as cur:
+        await cur.fetchone()
+
+
+async def tally(db: aiosqlite.Connection) -> tuple[dict[str, int], int]:
+    """Return the outbox's rows by state, and how many accounts are linked."""
+    async with db.execute("SELECT state, count(*) FROM outbox GROUP BY state") as cur:
+        counts = {str(state): int(n) for state, n in await cur.fetchall()}
+    async with db.execute("SELECT count(*) FROM accounts") as cur:
+        row = await cur.fetchone()
+    return counts, int(row[0]) if row else 0

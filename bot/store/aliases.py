@@ -6,7 +6,6 @@ import re
 
 import aiosqlite
 
-from bot.addresses import parse_address
 from bot.errors import BotError
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
@@ -27,20 +26,15 @@ class Aliases:
         return {str(name): str(address) for name, address in rows}
 
     async def add(self, user_key: str, name: str, address: str) -> str:
-        """Add or change an alias; return the normalised name. Raises BotError with advice."""
-        name = name.lower()
-        if not _NAME.fullmatch(name):
-            raise BotError(
-                "An alias name is 1-32 letters, digits, dots, dashes or underscores, "
-                "e.g. /alias add bob bob@example.com."
-            )
-        checked = str(parse_address(address))
+        """Add or change an alias to the checked ``address``; return the normalised name.
+        Raises BotError with advice."""
+        name = alias_name(name)
         if len(await self.all(user_key)) >= MAX_ALIASES:
             raise BotError(f"You have {MAX_ALIASES} aliases, the most allowed; delete one first.")
         await self._db.execute(
             "INSERT INTO aliases (user_key, name, address) VALUES (?, ?, ?)"
             " ON CONFLICT (user_key, name) DO UPDATE SET address = excluded.address",
-            (user_key, name, checked),
+            (user_key, name, address),
         )
         return name
 
@@ -50,3 +44,14 @@ class Aliases:
             "DELETE FROM aliases WHERE user_key = ? AND name = ?", (user_key, name.lower())
         )
         return cur.rowcount == 1
+
+
+def alias_name(name: str) -> str:
+    """Return ``name`` normalised; raise BotError with advice if it cannot be an alias."""
+    name = name.lower()
+    if not _NAME.fullmatch(name):
+        raise BotError(
+            "An alias name is 1-32 letters, digits, dots, dashes or underscores, "
+            "e.g. /alias add bob bob@example.com."
+        )
+    return name

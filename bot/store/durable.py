@@ -17,7 +17,7 @@ from typing import Any
 import aiosqlite
 
 FULL = "PRAGMA synchronous = FULL"
-NORMAL = "PRAGMA synchronous = NORMAL"  # the database's setting (bot.store)
+NORMAL = "PRAGMA synchronous = NORMAL"  # the database's setting (bot.store.db)
 
 
 class Durable:

@@ -1,0 +1,246 @@
+"""The outbox's rows: states, the statements that move a row between them, known recipients.
+
+States: ``held`` (a preview waits for Send) -> ``queued`` (waits out the undo window, ``due_at``)
+-> ``sending`` -> ``sent``, or ``failed`` (certainly not sent), or ``unknown`` (it may have reached
+the provider), or ``cancelled`` (Cancel or Undo). ``unknown`` is never sent again by itself; the
+user may ``/retry``. The content is stored sealed; sealing is the caller's (bot.outbox).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.store.durable import Durable
+
+HELD, QUEUED, SENDING, SENT = "held", "queued", "sending", "sent"
+FAILED, UNKNOWN, CANCELLED = "failed", "unknown", "cancelled"
+TELLING = 2  # outbox.told: 0 not yet told, 2 being told, 1 told
+NO_LIMIT = 2**62
+_COLUMNS = (
+    "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at,"
+    " due_at, author"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One accepted mail, without its (encrypted) content."""
+
+    id: int
+    event_key: str
+    user_key: str
+    room: str
+    is_direct: bool
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    subject: str
+    state: str
+    detail: str | None
+    created_at: float
+    due_at: float
+    author: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """What an accepted mail's row is made of (``sealed``: its content, already encrypted)."""
+
+    event_key: str
+    user_key: str
+    room: str
+    is_direct: bool
+    recipients: dict[str, list[str]]
+    subject: str
+    sealed: bytes
+    held: bool = False
+    due_at: float = 0.0
+    author: str = ""
+
+
+class OutboxRows:
+    """The outbox and known_recipients tables."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._durable = Durable(db)  # the accept and the claim survive a power cut
+
+    async def insert(self, new: NewRow, limits: tuple[int, int], now: float) -> OutboxRow | None:
+        """Insert ``new`` unless its user has had ``limits`` (per minute, per day) rows since
+        ``now`` or its event was recorded before; return the row, or None."""
+        # One statement counts and records, so a burst cannot slip past the limits (SQLite
+        # runs one write at a time), and gives the row back. The WHERE also keeps SQLite from
+        # reading ON CONFLICT as a join.
+        found = await self._durable.fetch(
+            "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
+            " state, created_at, updated_at, due_at, author)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE (SELECT total(created_at >= ?) < ? AND count(*) < ? FROM outbox"
+            "  WHERE user_key = ? AND created_at >= ?)"
+            f" ON CONFLICT (event_key) DO NOTHING RETURNING {_COLUMNS}",
+            (
+                new.event_key,
+                new.user_key,
+                new.room,
+                int(new.is_direct),
+                json.dumps(new.recipients),
+                new.subject,
+                new.sealed,
+                HELD if new.held else QUEUED,
+                now,
+                now,
+                new.due_at,
+                new.author,
+                now - 60,
+                limits[0],
+                limits[1],
+                new.user_key,
+                now - 86_400,
+            ),
+        )
+        return next((_row(r) for r in found), None)
+
+    async def counts_since(self, user_key: str, *since: float) -> list[int]:
+        """Return how many mails ``user_key`` has had accepted since each time in ``since``."""
+        cases = ", ".join("coalesce(sum(created_at >= ?), 0)" for _ in since)
+        rows = await self._db.execute_fetchall(
+            f"SELECT {cases} FROM outbox WHERE user_key = ? AND created_at >= ?",
+            (*since, user_key, min(since)),
+        )
+        return next(([int(n) for n in row] for row in rows), [0] * len(since))
+
+    async def last_sent(self, user_key: str) -> float | None:
+        """Return when the user's newest mail was sent, if ever."""
+        rows = await self._db.execute_fetchall(
+            "SELECT max(updated_at) FROM outbox WHERE user_key = ? AND state = ?",
+            (user_key, SENT),
+        )
+        return next((float(r[0]) for r in rows if r[0] is not None), None)
+
+    async def get(self, row_id: int) -> OutboxRow | None:
+        """Return one row by number."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)
+        )
+        return next((_row(r) for r in rows), None)
+
+    async def latest(self, user_key: str, state: str) -> OutboxRow | None:
+        """Return the user's newest row in ``state``."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? AND state = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (user_key, state),
+        )
+        return next((_row(r) for r in rows), None)
+
+    async def history(self, user_key: str, limit: int = 10) -> list[OutboxRow]:
+        """Return the user's newest rows, newest first."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? ORDER BY id DESC LIMIT ?",
+            (user_key, limit),
+        )
+        return [_row(r) for r in rows]
+
+    async def release(self, row_id: int, due_at: float) -> bool:
+        """Move a held row to queued (the user pressed Send); False if it is not held."""
+        cur = await self._db.execute(
+            "UPDATE outbox SET state = ?, due_at = ?, updated_at = ? WHERE id = ? AND state = ?",
+            (QUEUED, due_at, time.time(), row_id, HELD),
+        )
+        return cur.rowcount == 1
+
+    async def cancel(self, row_id: int) -> bool:
+        """Cancel a held or queued row; False if it already left or ended."""
+        cur = await self._db.execute(
+            "UPDATE outbox SET state = ?, raw = NULL, updated_at = ? WHERE id = ?"
+            " AND state IN (?, ?)",
+            (CANCELLED, time.time(), row_id, HELD, QUEUED),
+        )
+        return cur.rowcount == 1
+
+    async def requeue(self, row_id: int) -> bool:
+        """Queue a failed or unknown row again; return whether it was."""
+        cur = await self._db.execute(
+            "UPDATE outbox SET state = ?, told = 0, updated_at = ? WHERE id = ?"
+            " AND state IN (?, ?) AND raw IS NOT NULL",
+            (QUEUED, time.time(), row_id, FAILED, UNKNOWN),
+        )
+        return cur.rowcount == 1
+
+    async def unfinished(self) -> list[tuple[OutboxRow, bool]]:
+        """Return rows queued or mid-send, and decided rows whose owner was not surely told
+        (with whether telling them had begun)."""
+        found = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS}, told FROM outbox WHERE state IN (?, ?)"
+            " OR (state IN (?, ?, ?) AND told != 1) ORDER BY id",
+            (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
+        )
+        return [(_row(r[:-1]), r[-1] == TELLING) for r in found]
+
+    async def claim(self, row_id: int) -> tuple[OutboxRow, bytes] | None:
+        """Move a queued row to sending, durably; return it and its sealed content, or None."""
+        found = await self._durable.fetch(
+            f"UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
+            f" RETURNING {_COLUMNS}, raw",
+            (SENDING, time.time(), row_id, QUEUED),
+        )
+        return (_row(found[0][:-1]), bytes(found[0][-1])) if found else None
+
+    async def decide(self, row_id: int, state: str, detail: str | None) -> None:
+        """Record a row's outcome, marked as being told."""
+        # Sent mail needs no content any more; failed and unknown keep it for /retry.
+        extra = ", raw = NULL" if state == SENT else ""
+        await self._db.execute(
+            f"UPDATE outbox SET state = ?, detail = ?, updated_at = ?, told = {TELLING}{extra}"
+            " WHERE id = ?",
+            (state, detail, time.time(), row_id),
+        )
+
+    async def told(self, row_id: int, told: int) -> None:
+        """Record whether the owner was told (0 no, TELLING under way, 1 yes)."""
+        await self._db.execute("UPDATE outbox SET told = ? WHERE id = ?", (told, row_id))
+
+    async def unknown_recipients(self, user_key: str, addresses: list[str]) -> list[str]:
+        """Return the addresses this user has never had a mail sent to."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT address FROM known_recipients WHERE user_key = ? AND address IN"
+            f" ({', '.join('?' * len(addresses))})",
+            (user_key, *(a.lower() for a in addresses)),
+        )
+        known = {str(r[0]) for r in rows}
+        return [a for a in addresses if a.lower() not in known]
+
+    async def remember_recipients(self, row: OutboxRow) -> None:
+        """Record a sent row's recipients as known to its owner."""
+        addresses = sorted({a.lower() for a in (*row.to, *row.cc, *row.bcc)})
+        values = ", ".join("(?, ?)" for _ in addresses)
+        params = [p for a in addresses for p in (row.user_key, a)]
+        await self._db.execute(
+            f"INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES {values}", params
+        )
+
+
+def _row(r: Sequence[Any]) -> OutboxRow:
+    recipients = json.loads(str(r[5]))
+    return OutboxRow(
+        id=int(r[0]),
+        event_key=str(r[1]),
+        user_key=str(r[2]),
+        room=str(r[3]),
+        is_direct=bool(r[4]),
+        to=tuple(recipients["to"]),
+        cc=tuple(recipients["cc"]),
+        bcc=tuple(recipients["bcc"]),
+        subject=str(r[6]),
+        state=str(r[7]),
+        detail=None if r[8] is None else str(r[8]),
+        created_at=float(r[9]),
+        due_at=float(r[10]),
+        author=str(r[11]),
+    )
