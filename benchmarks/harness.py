@@ -119,7 +119,9 @@ async def start_rig(tmp: Path, fake: RemoteGoogle) -> Rig:
             gmail_seconds.append(time.perf_counter() - t0)
 
     core.backend.send = timed_send  # type: ignore[method-assign]
-    web = WebServer(cfg.web.listen, core.oauth, core.linked, core.login_failed, core.metrics)
+    web = WebServer(
+        cfg.web.listen, core.oauth, core.notices.linked, core.notices.login_failed, core.metrics
+    )
     await web.start()
     return Rig(core, chat, fake, web, f"http://127.0.0.1:{port}", gmail_seconds)
 

@@ -108,7 +108,7 @@ def _check(path: Path | None, *, online: bool = False) -> int:
         print(f"  {line}")
     if not online:
         return 0
-    from bot.online import check
+    from bot.check.online import check
 
     findings = asyncio.run(check(cfg))
     print("asked the services:")

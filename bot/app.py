@@ -134,8 +134,8 @@ async def _serve(config: Config, *, console: bool, serve_web: bool) -> int:
             web = WebServer(
                 config.web.listen,
                 core.oauth,
-                core.linked,
-                core.login_failed,
+                core.notices.linked,
+                core.notices.login_failed,
                 core.metrics,
                 config.web.metrics_listen,
             )

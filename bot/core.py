@@ -8,23 +8,25 @@ from dataclasses import replace
 
 import aiosqlite
 
-from bot import commands
 from bot.backends import MailBackend
-from bot.chat import ChatAdapter, Message, Reply
+from bot.chat import Addressed, ChatAdapter, Message, Reply
+from bot.commands.context import Ctx, Private
+from bot.commands.private import answer_privately, minimal_in
+from bot.commands.table import HANDLERS, localise
 from bot.config import Config
 from bot.errors import BotError, NotAllowedError
 from bot.grammar import Command, parse_command
 from bot.metrics import Metrics
-from bot.oauth import Linked, LoginFailed, OAuth
+from bot.notices import Notices
+from bot.oauth import OAuth
 from bot.outbox import Outbox, Outcome
 from bot.policy import check_allowed
-from bot.private import Private, answer_privately, direct_room, minimal_in
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.outbox_rows import OutboxRow
 from bot.store.seen import Claims
 from bot.store.vault import SecretBox
-from bot.wording import APOLOGY, REPEAT, localise, minimal_text, outcome_text, prefix
+from bot.wording import APOLOGY, prefix
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,17 @@ class Core:
         self.outbox = Outbox(db, box, backend, self._tell_outcome, metrics=self.metrics)
         self.claims = Claims(db)
         self._networks: dict[str, ChatAdapter] = {}
+        self.ctx = Ctx(
+            config,
+            self.accounts,
+            self.aliases,
+            self.outbox,
+            backend,
+            oauth,
+            self.network,
+            self.say,
+        )
+        self.notices = Notices(self.ctx)
 
     def attach(self, adapter: ChatAdapter) -> None:
         """Let the core answer on ``adapter``'s network."""
@@ -77,7 +90,7 @@ class Core:
                 log.exception("error while handling a %s message", message.platform)
                 reply, result = Reply(APOLOGY), "error"
             if (command := self._command(message)) is not None:
-                known = command.name in commands.HANDLERS
+                known = command.name in HANDLERS
                 self.metrics.command(command.name if known else "unknown", result)
             if reply is not None:
                 reply = replace(reply, reply_to=reply.reply_to or message.event_key)
@@ -98,25 +111,10 @@ class Core:
             return
         await adapter.send(room, replace(reply, text=localise(reply.text, platform)))
 
-    async def linked(self, linked: Linked) -> None:
-        """Tell the user in chat that the consent flow connected their account."""
-        platform = linked.login.user_key.partition(":")[0]
-        p = prefix(platform)
-        text = (
-            f"✅ Gmail connected as {linked.address}. Send mail with "
-            f"{p}mail <to> <subject> | <body>; {p}status shows the link, {p}disconnect ends it."
-        )
-        await self.say(platform, linked.login.room, Reply(text))
-
-    async def login_failed(self, failure: LoginFailed) -> None:
-        """Tell the user in chat why the consent flow did not connect their account."""
-        if failure.login is not None and failure.chat:
-            platform = failure.login.user_key.partition(":")[0]
-            await self.say(platform, failure.login.room, Reply(f"❌ {failure.chat}"))
-
     def _command(self, message: Message) -> Command | None:
         # Telegram: commands in groups may be addressed "/mail@bot_username".
-        username = getattr(self._networks.get(message.platform), "username", None)
+        network = self._networks.get(message.platform)
+        username = network.username if isinstance(network, Addressed) else None
         return parse_command(message.text, username)
 
     async def _answer(self, message: Message) -> Reply | None:
@@ -134,26 +132,15 @@ class Core:
             raise
         if message.is_direct:
             await self.accounts.remember_direct_room(message.user_key, message.room)
-        handler = commands.HANDLERS.get(command.name)
+        handler = HANDLERS.get(command.name)
         log.debug("command /%s in a %s room", command.name, message.platform)  # never its text
         if handler is None:
             p = prefix(message.platform)
             return Reply(f"I don't know {p}{command.name}. Type {p}help for what I can do.")
-        if minimal_in(self, message, command):
-            return await answer_privately(self, message, command, handler)
-        answer = await handler(self, message, command.args)
+        if minimal_in(self.ctx, message, command):
+            return await answer_privately(self.ctx, message, command, handler)
+        answer = await handler(self.ctx, message, command.args)
         return answer.reply if isinstance(answer, Private) else answer
 
     async def _tell_outcome(self, row: OutboxRow, outcome: Outcome) -> None:
-        platform = row.user_key.partition(":")[0]
-        text = outcome_text(row, outcome, platform) + (REPEAT if outcome.repeat else "")
-        reply_to = row.event_key.partition(":")[2]
-        if row.is_direct or self.config.mail.group_confirmation == "full":
-            await self.say(platform, row.room, Reply(text, reply_to=reply_to))
-            return
-        # Minimal: the group hears who sent a mail; the details go to the author's direct chat.
-        minimal = minimal_text(row, outcome) + (REPEAT if outcome.repeat else "")
-        await self.say(platform, row.room, Reply(minimal, reply_to=reply_to))
-        direct = await direct_room(self, row.user_key)
-        if direct is not None:
-            await self.say(platform, direct, Reply(text))
+        await self.notices.outcome(row, outcome)

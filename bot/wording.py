@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from bot.outbox import Outcome
 from bot.store.outbox_rows import FAILED, SENT, UNKNOWN, OutboxRow
 
@@ -14,16 +12,6 @@ APOLOGY = "Sorry, something went wrong on our side. It has been logged; please t
 def prefix(platform: str) -> str:
     """Return the command prefix users of ``platform`` should type (Element eats '/')."""
     return "!" if platform == "matrix" else "/"
-
-
-_COMMANDS = re.compile(
-    r"(?<![\w/])/(mail|help|connect|disconnect|status|retry|start|send|cancel|undo|history|alias)\b"
-)
-
-
-def localise(text: str, platform: str) -> str:
-    """Spell command names as users of ``platform`` type them ("!mail" on Matrix)."""
-    return _COMMANDS.sub(r"!\1", text) if platform == "matrix" else text
 
 
 def subject_shown(subject: str) -> str:
@@ -64,7 +52,7 @@ def outcome_text(row: OutboxRow, outcome: Outcome, platform: str) -> str:
     return f"{what}: {outcome.state}"
 
 
-def preview_text(row: OutboxRow, sender: str, body: str, platform: str) -> str:
+def preview_text(row: OutboxRow, sender: str, body: str) -> str:
     """Show a held mail before it is sent."""
     lines = [
         f"📝 Preview of mail #{row.id}: nothing is sent until you press Send "
@@ -81,7 +69,7 @@ def preview_text(row: OutboxRow, sender: str, body: str, platform: str) -> str:
     start = body if len(body) <= 300 else body[:300].rstrip() + "…"
     if start:
         lines += ["", start]
-    return localise("\n".join(lines), platform)
+    return "\n".join(lines)
 
 
 def minimal_text(row: OutboxRow, outcome: Outcome) -> str:

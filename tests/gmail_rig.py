@@ -62,7 +62,9 @@ async def start_gmail_rig(config: Config, fake: GoogleFake) -> AsyncIterator[Gma
     core = build_core(config, db, SecretBox(load_key(key_file(config), env={})))
     chat = ChatKit("telegram")
     core.attach(chat)
-    web = WebServer(config.web.listen, core.oauth, core.linked, core.login_failed, core.metrics)
+    web = WebServer(
+        config.web.listen, core.oauth, core.notices.linked, core.notices.login_failed, core.metrics
+    )
     await web.start()
     await core.outbox.recover()
     try:

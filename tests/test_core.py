@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import commands
 from bot.chat import Message
+from bot.commands import table
 from bot.wording import REPEAT
 from tests.conftest import Bench, make_config, start_bench
 
@@ -188,7 +188,7 @@ async def test_a_bug_is_logged_and_answered_with_a_fixed_apology(
     async def broken(core: object, message: Message, args: str) -> None:
         raise RuntimeError("internal detail 0xdeadbeef")
 
-    monkeypatch.setitem(commands.HANDLERS, "help", broken)
+    monkeypatch.setitem(table.HANDLERS, "help", broken)
     with caplog.at_level(logging.ERROR):
         await bench.core.handle(bench.chat.message("/help"))
     [said] = bench.chat.replies

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.config import Config, GoogleConfig, MatrixConfig, TelegramConfig
+from bot.check.matrix import matrix_findings
+from bot.check.probe import Finding, get_json
+from bot.config import Config, GoogleConfig, TelegramConfig
 from bot.google import load_client
 from bot.token_endpoint import CLIENT_ERRORS, EndpointDown, OAuthRefused, basic_auth, post_form
 
@@ -25,19 +26,6 @@ CALLBACK = "/oauth/callback"
 WEBHOOK = "/telegram/webhook"  # adapters.telegram.WEBHOOK_PATH (no adapter import in bot/)
 WEBHOOK_PORTS = {443, 80, 88, 8443}  # the Bot API's setWebhook: "Ports currently supported"
 CONSOLE = "Google Cloud Console > APIs & Services > Credentials"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing checked: whether it holds, and a sentence (with the fix when it does not)."""
-
-    ok: bool
-    service: str
-    text: str
-
-    def line(self) -> str:
-        """Return the finding as one printable line."""
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.service}: {self.text}"
 
 
 Check = Callable[[aiohttp.ClientSession], Awaitable[list[Finding]]]
@@ -54,27 +42,10 @@ async def check(config: Config) -> list[Finding]:
         checks.append(lambda http: _google(http, google, config.web.public_url))
     if config.matrix is not None:
         matrix = config.matrix
-        checks.append(lambda http: _matrix(http, matrix))
+        checks.append(lambda http: matrix_findings(http, matrix))
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         results = await asyncio.gather(*(c(http) for c in checks))
     return [finding for findings in results for finding in findings]
-
-
-async def _get_json(
-    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-) -> tuple[int, dict[str, Any]]:
-    """Return the status and JSON object of an answer; raise EndpointDown if none came."""
-    try:
-        async with http.request(method, url, allow_redirects=False, **kwargs) as r:
-            status, body = r.status, await r.read()
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # The exception's text may hold the URL, and Telegram's URLs hold the bot token.
-        raise EndpointDown(type(exc).__name__) from None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    return status, data if isinstance(data, dict) else {}
 
 
 async def _telegram(
@@ -82,7 +53,7 @@ async def _telegram(
 ) -> list[Finding]:
     api = f"{telegram.base_url}{telegram.token}"
     try:
-        status, me = await _get_json(http, "GET", f"{api}/getMe")
+        status, me = await get_json(http, "GET", f"{api}/getMe")
     except EndpointDown as exc:
         host = urlsplit(telegram.base_url).netloc
         return [Finding(False, "telegram", f"the Bot API at {host} did not answer ({exc})")]
@@ -98,7 +69,7 @@ async def _telegram(
         ]
     found = [Finding(True, "telegram", f"the bot token works: @{me['result']['username']}")]
     try:
-        _, info = await _get_json(http, "GET", f"{api}/getWebhookInfo")
+        _, info = await get_json(http, "GET", f"{api}/getWebhookInfo")
     except EndpointDown as exc:
         return [*found, Finding(False, "telegram", f"getWebhookInfo did not answer ({exc})")]
     on_file = str(info.get("result", {}).get("url", ""))
@@ -225,19 +196,3 @@ def _client_file(google: GoogleConfig, redirect: str) -> list[Finding]:
             )
         )
     return found
-
-
-async def _matrix(http: aiohttp.ClientSession, matrix: MatrixConfig) -> list[Finding]:
-    from bot.online_matrix import credentials
-
-    base = matrix.homeserver.rstrip("/")
-    try:
-        status, versions = await _get_json(http, "GET", f"{base}/_matrix/client/versions")
-    except EndpointDown as exc:
-        return [Finding(False, "matrix", f"the homeserver {base} did not answer ({exc})")]
-    if status != 200 or not versions.get("versions"):
-        text = f"{base} answered HTTP {status} to /versions: is [matrix] homeserver right?"
-        return [Finding(False, "matrix", text)]
-    newest = versions["versions"][-1]
-    found = [Finding(True, "matrix", f"the homeserver {base} answers (spec {newest})")]
-    return [*found, await credentials(http, matrix, base)]

@@ -6,8 +6,8 @@ import json
 
 import aiohttp
 
+from bot.check.probe import Finding, get_json
 from bot.config import MatrixConfig
-from bot.online import Finding, _get_json
 from bot.token_endpoint import EndpointDown
 
 WHOAMI = "/_matrix/client/v3/account/whoami"
@@ -34,7 +34,7 @@ async def _whoami(
     http: aiohttp.ClientSession, matrix: MatrixConfig, base: str, token: str, what: str
 ) -> Finding:
     headers = {"Authorization": f"Bearer {token}"}
-    status, who = await _get_json(http, "GET", base + WHOAMI, headers=headers)
+    status, who = await get_json(http, "GET", base + WHOAMI, headers=headers)
     if status != 200:
         code = who.get("errcode") or f"HTTP {status}"
         fix = (
@@ -59,7 +59,7 @@ async def _password(http: aiohttp.ClientSession, matrix: MatrixConfig, base: str
         "password": matrix.password,
         "initial_device_display_name": "mailbridge check",
     }
-    status, login = await _get_json(http, "POST", f"{base}/_matrix/client/v3/login", json=body)
+    status, login = await get_json(http, "POST", f"{base}/_matrix/client/v3/login", json=body)
     if status != 200:
         code = login.get("errcode") or f"HTTP {status}"
         text = (
@@ -68,6 +68,21 @@ async def _password(http: aiohttp.ClientSession, matrix: MatrixConfig, base: str
         )
         return Finding(False, "matrix", text)
     headers = {"Authorization": f"Bearer {login['access_token']}"}
-    await _get_json(http, "POST", f"{base}/_matrix/client/v3/logout", headers=headers, json={})
+    await get_json(http, "POST", f"{base}/_matrix/client/v3/logout", headers=headers, json={})
     user = str(login.get("user_id", matrix.user_id))
     return Finding(True, "matrix", f"[matrix] password logs in as {user}")
+
+
+async def matrix_findings(http: aiohttp.ClientSession, matrix: MatrixConfig) -> list[Finding]:
+    """Ask the homeserver whether it answers and the credentials hold."""
+    base = matrix.homeserver.rstrip("/")
+    try:
+        status, versions = await get_json(http, "GET", f"{base}/_matrix/client/versions")
+    except EndpointDown as exc:
+        return [Finding(False, "matrix", f"the homeserver {base} did not answer ({exc})")]
+    if status != 200 or not versions.get("versions"):
+        text = f"{base} answered HTTP {status} to /versions: is [matrix] homeserver right?"
+        return [Finding(False, "matrix", text)]
+    newest = versions["versions"][-1]
+    found = [Finding(True, "matrix", f"the homeserver {base} answers (spec {newest})")]
+    return [*found, await credentials(http, matrix, base)]

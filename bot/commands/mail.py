@@ -5,33 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
-from bot.chat import Attachment, Button, Message, Reply
+from bot.chat import Attachment, Attachments, Button, Message, Reply
+from bot.commands.context import Ctx, Private
 from bot.compose import compose
 from bot.errors import BotError
 from bot.grammar import parse_mail
 from bot.policy import check_send_budget
-from bot.private import Private
 from bot.store.outbox_rows import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
 from bot.wording import preview_text, recipients_shown, subject_shown
-
-if TYPE_CHECKING:
-    from bot.core import Core
 
 MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit per message as sent
 PREVIEW_TTL = 600.0
 
 
-async def mail(core: Core, message: Message, args: str) -> Private | None:
+async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
     """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
-    limits = core.config.bot
-    budget = (core.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day)
-    async with core.outbox.busy:
+    limits = ctx.config.bot
+    budget = (ctx.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day)
+    async with ctx.outbox.busy:
         # Both reads in one trip to the database; a usage error still comes first.
         aliases, sender = await asyncio.gather(
-            core.aliases.all(message.user_key),
-            core.backend.sender(message.user_key),
+            ctx.aliases.all(message.user_key),
+            ctx.backend.sender(message.user_key),
             return_exceptions=True,
         )
         if isinstance(aliases, BaseException):
@@ -41,31 +37,31 @@ async def mail(core: Core, message: Message, args: str) -> Private | None:
             raise sender
         if message.attachment is not None:
             await check_send_budget(*budget)  # early, before any download
-    attachments = await _attachments(core, message)
-    async with core.outbox.busy:
-        name = message.display_name if core.backend.name == "outbox" else ""
+    attachments = await _attachments(ctx, message)
+    async with ctx.outbox.busy:
+        name = message.display_name if ctx.backend.name == "outbox" else ""
         raw = compose(
-            request, sender, name, markdown=core.config.mail.markdown, attachments=attachments
+            request, sender, name, markdown=ctx.config.mail.markdown, attachments=attachments
         ).as_bytes()
         if len(raw) > MAX_MESSAGE:
             raise BotError(
                 f"This mail would be {len(raw) / 2**20:.1f} MB; Gmail takes at most 35 MB per "
                 "message (about 25 MB of attachments). Nothing was sent."
             )
-        mode = core.config.mail.confirm
+        mode = ctx.config.mail.confirm
         held = mode == "always" or (
             mode == "new_recipients"
             and bool(
-                await core.outbox.rows.unknown_recipients(
+                await ctx.outbox.rows.unknown_recipients(
                     message.user_key, [str(a) for a in request.recipients]
                 )
             )
         )
-        undo = core.config.mail.undo_seconds
+        undo = ctx.config.mail.undo_seconds
         now = time.time()
         # The accept counts the send limits and records in one statement, so a burst cannot
         # slip past them.
-        row = await core.outbox.accept(
+        row = await ctx.outbox.accept(
             f"{message.platform}:{message.event_key}",
             message.user_key,
             message.room,
@@ -83,7 +79,7 @@ async def mail(core: Core, message: Message, args: str) -> Private | None:
             return None
     if held:
         preview = Reply(
-            preview_text(row, str(sender), request.body, message.platform),
+            preview_text(row, str(sender), request.body),
             buttons=(
                 Button("Send", data=f"/send {row.id}"),
                 Button("Cancel", data=f"/cancel {row.id}"),
@@ -93,18 +89,17 @@ async def mail(core: Core, message: Message, args: str) -> Private | None:
         return Private(
             preview, f"📝 {who}'s mail #{row.id} waits for their Send in our direct chat."
         )
-    core.outbox.submit(row)
+    ctx.outbox.submit(row)
     return _undo_notice(row, undo, message.display_name)
 
 
-async def _attachments(core: Core, message: Message) -> tuple[Attachment, ...]:
+async def _attachments(ctx: Ctx, message: Message) -> tuple[Attachment, ...]:
     if message.attachment is None:
         return ()
-    fetch = getattr(core.network(message.platform), "fetch_attachment", None)
-    if fetch is None:
+    network = ctx.network(message.platform)
+    if not isinstance(network, Attachments):
         raise BotError("Attachments are not supported on this network.")
-    attachment: Attachment = await fetch(message.attachment)
-    return (attachment,)
+    return (await network.fetch_attachment(message.attachment),)
 
 
 def _undo_notice(row: OutboxRow, undo: int, who: str) -> Private | None:
@@ -118,13 +113,13 @@ def _undo_notice(row: OutboxRow, undo: int, who: str) -> Private | None:
     return Private(notice, f"⏳ {who}'s mail #{row.id} goes out in {undo} s (/undo stops it).")
 
 
-async def _own_row(core: Core, message: Message, args: str, state: str, what: str) -> OutboxRow:
+async def _own_row(ctx: Ctx, message: Message, args: str, state: str, what: str) -> OutboxRow:
     """Return the mail a /send, /cancel or /undo means: by number, else the newest in ``state``."""
     number = args.strip().lstrip("#")
     if number:
         if not number.isdigit():
             raise BotError(f"Which mail? Give its number, e.g. /{what} 12.")
-        row = await core.outbox.rows.get(int(number))
+        row = await ctx.outbox.rows.get(int(number))
         if row is None:
             raise BotError(f"There is no mail #{number}.")
         if row.user_key != message.user_key:
@@ -132,62 +127,62 @@ async def _own_row(core: Core, message: Message, args: str, state: str, what: st
                 f"Mail #{row.id} is not yours: only the one who wrote it can {what} it."
             )
         return row
-    row = await core.outbox.rows.latest(message.user_key, state)
+    row = await ctx.outbox.rows.latest(message.user_key, state)
     if row is None:
         raise BotError(f"You have no mail to {what}.")
     return row
 
 
-async def send(core: Core, message: Message, args: str) -> Private | None:
+async def send(ctx: Ctx, message: Message, args: str) -> Private | None:
     """Send a previewed mail (the Send button)."""
-    row = await _own_row(core, message, args, HELD, "send")
+    row = await _own_row(ctx, message, args, HELD, "send")
     if row.state != HELD:
         raise BotError(f"Mail #{row.id} is {row.state}; there is nothing to confirm.")
     if row.created_at < time.time() - PREVIEW_TTL:
-        await core.outbox.cancel(row.id)
+        await ctx.outbox.cancel(row.id)
         raise BotError(
             f"The preview of mail #{row.id} expired after 10 minutes, so nothing was sent. "
             "Send the /mail again."
         )
-    undo = core.config.mail.undo_seconds
+    undo = ctx.config.mail.undo_seconds
     due_at = time.time() + undo
-    if not await core.outbox.rows.release(row.id, due_at):
+    if not await ctx.outbox.rows.release(row.id, due_at):
         raise BotError(f"Mail #{row.id} was already sent or cancelled.")
-    core.outbox.submit(row, due_at)
+    ctx.outbox.submit(row, due_at)
     return _undo_notice(row, undo, message.display_name)
 
 
-async def cancel(core: Core, message: Message, args: str) -> Reply:
+async def cancel(ctx: Ctx, message: Message, args: str) -> Reply:
     """Drop a previewed mail (the Cancel button)."""
-    row = await _own_row(core, message, args, HELD, "cancel")
-    if row.state not in (HELD, QUEUED) or not await core.outbox.cancel(row.id):
+    row = await _own_row(ctx, message, args, HELD, "cancel")
+    if row.state not in (HELD, QUEUED) or not await ctx.outbox.cancel(row.id):
         raise BotError(f"Mail #{row.id} is {row.state} and can no longer be cancelled.")
     return Reply(f"🗑 Cancelled mail #{row.id}; nothing was sent.")
 
 
-async def undo(core: Core, message: Message, args: str) -> Reply:
+async def undo(ctx: Ctx, message: Message, args: str) -> Reply:
     """Stop a mail that is still waiting out its undo window."""
-    row = await _own_row(core, message, args, QUEUED, "undo")
+    row = await _own_row(ctx, message, args, QUEUED, "undo")
     if row.state == CANCELLED:
         return Reply(f"Mail #{row.id} was already cancelled; nothing was sent.")
-    if row.state != QUEUED or not await core.outbox.cancel(row.id):
+    if row.state != QUEUED or not await ctx.outbox.cancel(row.id):
         raise BotError(f"Too late: mail #{row.id} has already gone out ({row.state}).")
     return Reply(f"↩️ Undone: mail #{row.id} was not sent.")
 
 
-async def retry(core: Core, message: Message, args: str) -> Private:
+async def retry(ctx: Ctx, message: Message, args: str) -> Private:
     """Send a failed or unknown mail again, on the owner's word."""
     if not args.strip():
         raise BotError("Which mail? Give its number, e.g. /retry 12 (see /history).")
-    row = await _own_row(core, message, args, FAILED, "retry")
+    row = await _own_row(ctx, message, args, FAILED, "retry")
     if row.state not in (FAILED, UNKNOWN):
         raise BotError(
             f"Mail #{row.id} is {row.state}; only failed or unknown mail can be retried."
         )
-    await core.backend.sender(message.user_key)  # still connected?
-    if not await core.outbox.rows.requeue(row.id):
+    await ctx.backend.sender(message.user_key)  # still connected?
+    if not await ctx.outbox.rows.requeue(row.id):
         raise BotError(f"Mail #{row.id} can no longer be sent again.")
-    core.outbox.submit(row, 0.0)
+    ctx.outbox.submit(row, 0.0)
     return Private(
         Reply(
             f"Sending mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} "
@@ -197,11 +192,11 @@ async def retry(core: Core, message: Message, args: str) -> Private:
     )
 
 
-async def history(core: Core, message: Message, args: str) -> Reply:
+async def history(ctx: Ctx, message: Message, args: str) -> Reply:
     """List the user's last ten mails with their state (in a direct chat only)."""
     if not message.is_direct:
         raise BotError("Your mail history is private: ask me with /history in a direct chat.")
-    rows = await core.outbox.rows.history(message.user_key, 10)
+    rows = await ctx.outbox.rows.history(message.user_key, 10)
     if not rows:
         return Reply("You have not sent any mail through me yet.")
     icons = {"sent": "✅", "failed": "❌", "unknown": "⚠️", "cancelled": "🗑", "held": "📝"}

@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
-from bot.chat import Button, Message, Reply
-from bot.private import direct_room
-
-if TYPE_CHECKING:
-    from bot.core import Core
+from bot.chat import Button, DeepLinks, Message, Reply
+from bot.commands.context import Ctx
+from bot.commands.private import direct_room
 
 TRIAL_CONNECT = (
     "This mailbridge runs without Google (mail is written to its outbox folder, not sent), so "
@@ -18,14 +15,14 @@ TRIAL_CONNECT = (
 )
 
 
-async def connect(core: Core, message: Message, args: str) -> Reply | None:
+async def connect(ctx: Ctx, message: Message, args: str) -> Reply | None:
     """Hand out a login link, only ever in the user's direct chat."""
-    if core.oauth is None:
+    if ctx.oauth is None:
         return Reply(TRIAL_CONNECT)
-    room = message.room if message.is_direct else await direct_room(core, message.user_key)
+    room = message.room if message.is_direct else await direct_room(ctx, message.user_key)
     if room is None:
-        link = getattr(core.network(message.platform), "start_link", None)
-        url = link("connect") if link else None
+        network = ctx.network(message.platform)
+        url = network.start_link("connect") if isinstance(network, DeepLinks) else None
         if url:
             return Reply(
                 "To connect your Gmail, open a private chat with me; your login link will be "
@@ -33,8 +30,8 @@ async def connect(core: Core, message: Message, args: str) -> Reply | None:
                 buttons=(Button("Connect Gmail", url=url),),
             )
         return Reply("Send /connect to me in a direct chat: login links are never posted here.")
-    existing = await core.accounts.get(message.user_key)
-    link = await core.oauth.new_link(message.user_key, message.display_name, room)
+    existing = await ctx.accounts.get(message.user_key)
+    link = await ctx.oauth.new_link(message.user_key, message.display_name, room)
     note = f" It replaces the link to {existing.address}." if existing else ""
     text = (
         f"Open this link within 10 minutes to connect your Gmail:\n{link}\n"
@@ -43,31 +40,31 @@ async def connect(core: Core, message: Message, args: str) -> Reply | None:
     reply = Reply(text, buttons=(Button("Connect Gmail", url=link),), no_preview=True)
     if room == message.room:
         return reply
-    await core.say(message.platform, room, reply)
+    await ctx.say(message.platform, room, reply)
     return Reply("I sent you a direct message with your login link.")
 
 
-async def status(core: Core, message: Message, args: str) -> Reply:
+async def status(ctx: Ctx, message: Message, args: str) -> Reply:
     """Say which Google account is linked, since when, and the last send."""
-    if core.oauth is None:
+    if ctx.oauth is None:
         return Reply(TRIAL_CONNECT)
-    account = await core.accounts.get(message.user_key)
+    account = await ctx.accounts.get(message.user_key)
     if account is None:
         return Reply("No Gmail is connected. Send /connect in a direct chat with me to link one.")
     since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.connected_at))
-    sent_at = await core.outbox.rows.last_sent(message.user_key)
+    sent_at = await ctx.outbox.rows.last_sent(message.user_key)
     last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(sent_at)) if sent_at else "nothing yet"
     return Reply(f"Connected as {account.address} since {since}. Last mail sent: {last}.")
 
 
-async def disconnect(core: Core, message: Message, args: str) -> Reply:
+async def disconnect(ctx: Ctx, message: Message, args: str) -> Reply:
     """Revoke the token at Google (best effort) and forget the link."""
-    if core.oauth is None:
+    if ctx.oauth is None:
         return Reply(TRIAL_CONNECT)
-    account = await core.accounts.get(message.user_key)
+    account = await ctx.accounts.get(message.user_key)
     if account is None:
         return Reply("No Gmail is connected, so there is nothing to disconnect.")
-    if await core.oauth.unlink(account):
+    if await ctx.oauth.unlink(account):
         return Reply(f"Disconnected {account.address}; Google has revoked this bot's access.")
     return Reply(
         f"Disconnected {account.address} here, but Google could not confirm the revocation; "

@@ -1,0 +1,1 @@
+"""`mailbridge check --online`: each configured service asked whether the setup works."""

@@ -1,0 +1,41 @@
+"""What a command handler is handed: the parts it may use, and nothing of the core itself."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.backends import MailBackend
+from bot.chat import ChatAdapter, Message, Reply
+from bot.config import Config
+from bot.oauth import OAuth
+from bot.outbox import Outbox
+from bot.store.accounts import Accounts
+from bot.store.aliases import Aliases
+
+Say = Callable[[str, str, Reply], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    """A reply that may name recipients, subjects or bodies, and what a group hears instead."""
+
+    reply: Reply
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """The services a handler works with; ``say(platform, room, reply)`` answers elsewhere."""
+
+    config: Config
+    accounts: Accounts
+    aliases: Aliases
+    outbox: Outbox
+    backend: MailBackend
+    oauth: OAuth | None
+    network: Callable[[str], ChatAdapter | None]
+    say: Say
+
+
+Handler = Callable[[Ctx, Message, str], Awaitable[Reply | Private | None]]

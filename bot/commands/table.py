@@ -1,0 +1,117 @@
+"""The one command table: dispatch, /help, the chat menu and the Matrix spelling come from it.
+
+A handler takes the context, the message and the text after the command, and returns what to
+say (or None when the answer comes later, as a mail's outcome does).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.chat import Message, Reply
+from bot.commands import account, alias, mail
+from bot.commands.context import Ctx, Handler
+from bot.wording import prefix
+
+TRIAL = "Trial mode: mail is written as .eml files to the outbox folder, not sent."
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One command: its handler, its lines in /help (``{p}``: the prefix), its menu summary."""
+
+    name: str
+    handler: Handler
+    help: tuple[str, ...] = ()  # empty: another command's line names it, or /help omits it
+    menu: str = ""  # the chat network's command menu (Telegram); empty: not in the menu
+    menu_at: int = 0  # its place in that menu: the most used first
+    google: bool = False  # only with Google set up (not in trial mode)
+
+
+async def help_(ctx: Ctx, message: Message, args: str) -> Reply:
+    """List the commands, with the prefix this network's users should type."""
+    p = prefix(message.platform)
+    lines = ["mailbridge sends email from your own Gmail."]
+    for entry in TABLE:
+        if not entry.google or ctx.oauth is not None:
+            lines += [line.format(p=p) for line in entry.help]
+    if ctx.oauth is None:
+        lines.insert(
+            -1, "Trial mode: mail is written as .eml files to the outbox folder, not sent."
+        )
+    return Reply("\n".join(lines))
+
+
+async def start(ctx: Ctx, message: Message, args: str) -> Reply | None:
+    """Telegram's Start button (and its deep link payload "connect"); Matrix's first join."""
+    if args.strip() == "connect":
+        return await account.connect(ctx, message, "")
+    greeting = await help_(ctx, message, "")
+    return Reply(f"Hello {message.display_name}! {greeting.text}")
+
+
+TABLE: tuple[Entry, ...] = (
+    Entry(
+        "mail",
+        mail.mail,
+        (
+            "{p}mail <to> <subject> | <body> - send a mail",
+            "    <to>: addresses or aliases separated by commas, no spaces; cc:addr or bcc:addr",
+            "    example: {p}mail bob@example.com Lunch? | Free on Friday?",
+            "    reply to a file or photo with {p}mail to attach it",
+        ),
+        "send a mail: /mail <to> <subject> | <body>",
+        1,
+    ),
+    Entry("undo", mail.undo, ("{p}undo - stop the mail you just sent, within its undo window",)),
+    Entry("send", mail.send, ("{p}send, {p}cancel - answer a preview",)),
+    Entry("cancel", mail.cancel),
+    Entry(
+        "history",
+        mail.history,
+        ("{p}history - your last 10 mails; {p}retry <number> sends one again",),
+    ),
+    Entry("retry", mail.retry, menu="send a mail again: /retry <number>", menu_at=5),
+    Entry(
+        "alias",
+        alias.alias,
+        ("{p}alias add <name> <address>, {p}alias list, {p}alias del <name> - your address book",),
+    ),
+    Entry(
+        "connect",
+        account.connect,
+        ("{p}connect - link your Gmail (once; the link comes in a direct chat)",),
+        "link your Gmail",
+        2,
+        google=True,
+    ),
+    Entry(
+        "status",
+        account.status,
+        ("{p}status - which Gmail is linked",),
+        "which Gmail is linked",
+        3,
+        google=True,
+    ),
+    Entry(
+        "disconnect",
+        account.disconnect,
+        ("{p}disconnect - unlink it and revoke the bot's access",),
+        "unlink your Gmail",
+        4,
+        google=True,
+    ),
+    Entry("start", start),
+    Entry("help", help_, ("{p}help - this list",), "what I can do", 6),
+)
+HANDLERS: dict[str, Handler] = {entry.name: entry.handler for entry in TABLE}
+MENU: tuple[tuple[str, str], ...] = tuple(
+    (e.name, e.menu) for e in sorted(TABLE, key=lambda e: e.menu_at) if e.menu
+)
+_NAMES = re.compile(rf"(?<![\w/])/({'|'.join(e.name for e in TABLE)})\b")
+
+
+def localise(text: str, platform: str) -> str:
+    """Spell command names as users of ``platform`` type them ("!mail" on Matrix)."""
+    return _NAMES.sub(r"!\1", text) if platform == "matrix" else text
