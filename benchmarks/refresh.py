@@ -1,7 +1,7 @@
 """``python -m benchmarks.refresh [--users N]``: an access-token refresh two ways, same run.
 
 1. What the bot does: one form POST (RFC 6749 section 6) on a shared aiohttp session, on the
-   event loop (``bot.token_endpoint.post_form``).
+   event loop (``bot.google.token_endpoint.post_form``).
 2. What it did before: google-auth's ``Credentials.refresh`` over urllib3, in a thread pool.
 
 Against the Google fake in its own process. Reports the median of sequential refreshes, the wall
@@ -29,7 +29,7 @@ import urllib3
 from google.auth.transport.urllib3 import Request
 from google.oauth2.credentials import Credentials
 
-from bot.token_endpoint import basic_auth, post_form
+from bot.google.token_endpoint import basic_auth, post_form
 from tests.stack import RemoteGoogle, remote_google
 
 REDIRECT = "http://127.0.0.1:9/oauth/callback"

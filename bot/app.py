@@ -43,7 +43,9 @@ def preflight(config: Config, *, console: bool = False, read_client: bool = True
     library or a broken client file is one line from ``check`` (and ``run``), not a traceback."""
     needs: list[tuple[str, str]] = []
     if config.mail_backend == "gmail":
-        needs += [("[google]", m) for m in ("bot.gmail", "bot.oauth", "bot.tokens")]
+        needs += [
+            ("[google]", m) for m in ("bot.google.gmail", "bot.google.oauth", "bot.google.tokens")
+        ]
     if console:
         needs.append(("--console", "adapters.console"))
     else:
@@ -57,7 +59,7 @@ def preflight(config: Config, *, console: bool = False, read_client: bool = True
         except ImportError as exc:
             raise InstallError.missing(section, exc) from None
     if read_client and config.google is not None and config.mail_backend == "gmail":
-        from bot.google import load_client
+        from bot.google.client import load_client
 
         load_client(config.google)  # a broken client file raises ConfigError naming the key
 
@@ -67,10 +69,10 @@ def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core
     metrics = Metrics()
     if config.mail_backend == "outbox":
         return Core(config, db, box, LocalOutbox(config.mail.outbox_dir), metrics=metrics)
-    from bot.gmail import GmailBackend
-    from bot.google import load_client
-    from bot.oauth import OAuth
-    from bot.tokens import Tokens
+    from bot.google.client import load_client
+    from bot.google.gmail import GmailBackend
+    from bot.google.oauth import OAuth
+    from bot.google.tokens import Tokens
 
     assert config.google is not None  # checked when the configuration was loaded
     client = load_client(config.google)

@@ -15,10 +15,10 @@ from bot.commands.private import answer_privately, minimal_in
 from bot.commands.table import HANDLERS, localise
 from bot.config import Config
 from bot.errors import BotError, NotAllowedError
+from bot.google.oauth import OAuth
 from bot.grammar import Command, parse_command
 from bot.metrics import Metrics
 from bot.notices import Notices
-from bot.oauth import OAuth
 from bot.outbox import Outbox, Outcome
 from bot.policy import check_allowed
 from bot.store.accounts import Accounts

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.chat import Reply
 from bot.commands.context import Ctx
 from bot.commands.private import direct_room
-from bot.oauth import Linked, LoginFailed
+from bot.google.oauth import Linked, LoginFailed
 from bot.outbox import Outcome
 from bot.store.outbox_rows import OutboxRow
 from bot.wording import REPEAT, minimal_text, outcome_text, prefix

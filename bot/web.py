@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot import __version__
+from bot.google.oauth import Linked, LoginFailed, OAuth
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.oauth import Linked, LoginFailed, OAuth
 from bot.pages import page
 from bot.wording import prefix
 

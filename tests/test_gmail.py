@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from bot.gmail_send import IDLE_SECONDS
+from bot.google.gmail_send import IDLE_SECONDS
 from tests.botproc import free_port
 from tests.gmail_rig import GmailRig, connect, follow, gmail_config, login_link, start_gmail_rig
 from tests.google_fake import GMAIL_SEND, Fault, GoogleFake

@@ -105,7 +105,7 @@ async def test_debug_logs_hold_no_token_code_secret_or_body(
         await bot.stop()
     logs = bot.logs()
     assert " DEBUG " in logs  # the level really was DEBUG
-    assert " ERROR bot.tokens: " in logs  # the refused client reached the log
+    assert " ERROR bot.google.tokens: " in logs  # the refused client reached the log
     assert google_fake.revoked_tokens  # so did the reconnect's revocation
     secrets = [
         google_fake.client_secret,

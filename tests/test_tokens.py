@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.id_token import address_from
+from bot.google.id_token import address_from
 from tests.gmail_rig import GmailRig, connect, follow, gmail_config, login_link, start_gmail_rig
 from tests.google_fake import GoogleFake
 

@@ -8,7 +8,7 @@ import aiohttp
 
 from bot.check.probe import Finding, get_json
 from bot.config import MatrixConfig
-from bot.token_endpoint import EndpointDown
+from bot.google.token_endpoint import EndpointDown
 
 WHOAMI = "/_matrix/client/v3/account/whoami"
 

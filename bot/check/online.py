@@ -18,8 +18,14 @@ import aiohttp
 from bot.check.matrix import matrix_findings
 from bot.check.probe import Finding, get_json
 from bot.config import Config, GoogleConfig, TelegramConfig
-from bot.google import load_client
-from bot.token_endpoint import CLIENT_ERRORS, EndpointDown, OAuthRefused, basic_auth, post_form
+from bot.google.client import load_client
+from bot.google.token_endpoint import (
+    CLIENT_ERRORS,
+    EndpointDown,
+    OAuthRefused,
+    basic_auth,
+    post_form,
+)
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 CALLBACK = "/oauth/callback"

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.token_endpoint import EndpointDown
+from bot.google.token_endpoint import EndpointDown
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter, Message, Reply
 from bot.config import Config
-from bot.oauth import OAuth
+from bot.google.oauth import OAuth
 from bot.outbox import Outbox
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases

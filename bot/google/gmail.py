@@ -1,9 +1,10 @@
 """The Gmail backend: sends through the Gmail API as each connected user.
 
 Each send is built by Google's client library and exchanged on the event loop
-(``bot.gmail_send``), with no retries inside a library (a blind retry of a send can send twice).
+(``bot.google.gmail_send``), with no retries inside a library (a blind retry of a send can send
+twice).
 Retries happen here, and only where Google certainly did not process the request. Access tokens
-come from ``bot.tokens``.
+come from ``bot.google.tokens``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from googleapiclient.errors import HttpError
 from bot.addresses import EmailAddress
 from bot.backends import Receipt, SendRefused, SendUnknown
 from bot.errors import NotConnectedError
-from bot.gmail_send import GmailSender, MaybeSent, NotSent
-from bot.google import GoogleClient
+from bot.google.client import GoogleClient
+from bot.google.gmail_send import GmailSender, MaybeSent, NotSent
+from bot.google.tokens import Tokens
 from bot.store.accounts import Accounts
-from bot.tokens import Tokens
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from bot.backends import SendRefused
-from bot.google import GoogleClient
-from bot.metrics import Metrics
-from bot.store.accounts import Account, Accounts
-from bot.token_endpoint import (
+from bot.google.client import GoogleClient
+from bot.google.token_endpoint import (
     CLIENT_ERRORS,
     EndpointDown,
     NotSent,
@@ -29,6 +27,8 @@ from bot.token_endpoint import (
     basic_auth,
     post_form,
 )
+from bot.metrics import Metrics
+from bot.store.accounts import Account, Accounts
 
 log = logging.getLogger(__name__)
 

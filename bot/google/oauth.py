@@ -1,7 +1,7 @@
 """The consent flow: login links, the authorization URL, and finishing at the callback.
 
 The authorization request is a URL (RFC 6749 4.1.1 with PKCE S256, RFC 7636 4.3); the code
-exchange goes through ``bot.tokens``, as one form POST on the event loop.
+exchange goes through ``bot.google.tokens``, as one form POST on the event loop.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from bot.google import GMAIL_SEND, SCOPES, GoogleClient
-from bot.id_token import address_from
+from bot.google.client import GMAIL_SEND, SCOPES, GoogleClient
+from bot.google.id_token import address_from
+from bot.google.token_endpoint import EndpointDown, OAuthRefused
+from bot.google.tokens import Tokens
 from bot.store.accounts import Account, Accounts, PendingLogin
-from bot.token_endpoint import EndpointDown, OAuthRefused
-from bot.tokens import Tokens
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Google: the OAuth client, consent, tokens (cache, refresh, revoke) and sending through Gmail."""
