@@ -4,6 +4,7 @@ chat that timestamps what the bot says, and connecting users through the real co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -15,12 +16,9 @@ from typing import Any
 import aiohttp
 
 from bot import config as config_mod
-from bot.app import build_core, key_file
+from bot.app import App
 from bot.chat import Message, Reply
 from bot.core import Core
-from bot.store.db import open_database
-from bot.store.vault import SecretBox, load_key
-from bot.web import WebServer
 from tests.botproc import free_port
 from tests.stack import RemoteGoogle
 
@@ -65,7 +63,7 @@ class Rig:
     core: Core
     chat: TimedChat
     fake: RemoteGoogle
-    web: WebServer
+    stack: contextlib.AsyncExitStack
     base_url: str
     gmail_seconds: list[float]
     n: int = 0
@@ -104,10 +102,10 @@ async def start_rig(tmp: Path, fake: RemoteGoogle) -> Rig:
         base=tmp,
         env={},
     )
-    db = await open_database(cfg.bot.database)
-    core = build_core(cfg, db, SecretBox(load_key(key_file(cfg), env={})))
     chat = TimedChat()
-    core.attach(chat)
+    stack = contextlib.AsyncExitStack()
+    app = await stack.enter_async_context(App.open(cfg, [chat], env={}))
+    core = app.core
     gmail_seconds: list[float] = []
     send = core.backend.send
 
@@ -119,18 +117,11 @@ async def start_rig(tmp: Path, fake: RemoteGoogle) -> Rig:
             gmail_seconds.append(time.perf_counter() - t0)
 
     core.backend.send = timed_send  # type: ignore[method-assign]
-    web = WebServer(
-        cfg.web.listen, core.oauth, core.notices.linked, core.notices.login_failed, core.metrics
-    )
-    await web.start()
-    return Rig(core, chat, fake, web, f"http://127.0.0.1:{port}", gmail_seconds)
+    return Rig(core, chat, fake, stack, f"http://127.0.0.1:{port}", gmail_seconds)
 
 
 async def stop_rig(rig: Rig) -> None:
-    await rig.core.outbox.close()
-    await rig.web.stop()
-    await rig.core.backend.close()
-    await rig.core.db.close()
+    await rig.stack.aclose()
 
 
 LINK = re.compile(r"https?://\S+/connect/\S+")

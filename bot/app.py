@@ -8,6 +8,8 @@ import functools
 import importlib
 import logging
 import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -125,46 +127,84 @@ async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
         return await _serve(config, console=console, serve_web=serve_web)
 
 
+@dataclass
+class App:
+    """A running mailbridge: the core, its chat adapters and its web server (if any)."""
+
+    config: Config
+    db: aiosqlite.Connection
+    core: Core
+    adapters: list[ChatAdapter]
+    web: WebServer | None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        config: Config,
+        adapters: Sequence[ChatAdapter] | None = None,
+        *,
+        console: bool = False,
+        serve_web: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> AsyncIterator[App]:
+        """Open the database, build the core, attach ``adapters`` (else the configured ones),
+        start the web server and recover the outbox; close it all on leaving."""
+        db = await open_database(config.bot.database)
+        backend: MailBackend | None = None
+        web: WebServer | None = None
+        try:
+            core = build_core(config, db, SecretBox(load_key(key_file(config), env=env)))
+            backend = core.backend
+            if serve_web:
+                notices = core.notices
+                web = WebServer(
+                    config.web.listen,
+                    core.oauth,
+                    notices.linked,
+                    notices.login_failed,
+                    core.metrics,
+                    config.web.metrics_listen,
+                )
+            if adapters is None:
+                adapters = chat_adapters(config, console, web, core.metrics)
+            if web is not None:
+                web.readiness = functools.partial(not_ready, db, adapters)
+            for adapter in adapters:
+                core.attach(adapter)
+            if web is not None:
+                await _start_web(config, web)
+            await core.outbox.recover()
+            yield cls(config, db, core, list(adapters), web)
+            # Not after an error: waiting for deliveries could hang; a restart recovers them.
+            await core.outbox.close()
+        finally:
+            if web is not None:
+                await web.stop()
+            if backend is not None:
+                await backend.close()
+            await db.close()
+
+    async def run(self) -> None:
+        """Run the chat adapters until the console's input ends or a signal stops them."""
+        await _run_adapters(self.core, self.adapters)
+
+
 async def _serve(config: Config, *, console: bool, serve_web: bool) -> int:
-    db = await open_database(config.bot.database)
-    backend: MailBackend | None = None
-    web: WebServer | None = None
-    try:
-        core = build_core(config, db, SecretBox(load_key(key_file(config))))
-        backend = core.backend
-        if serve_web:
-            web = WebServer(
-                config.web.listen,
-                core.oauth,
-                core.notices.linked,
-                core.notices.login_failed,
-                core.metrics,
-                config.web.metrics_listen,
-            )
-        adapters = chat_adapters(config, console, web, core.metrics)
-        if web is not None:
-            web.readiness = functools.partial(not_ready, db, adapters)
-        for adapter in adapters:
-            core.attach(adapter)
-        if web is not None:
-            try:
-                await web.start()
-            except OSError as exc:
-                raise ConfigError(
-                    f"[web] listen / metrics_listen: cannot listen on {config.web.listen}"
-                    f"{' or ' + config.web.metrics_listen if config.web.metrics_listen else ''}:"
-                    f" {exc.strerror}"
-                ) from None
-        await core.outbox.recover()
-        await _run_adapters(core, adapters)
-        await core.outbox.close()
-    finally:
-        if web is not None:
-            await web.stop()
-        if backend is not None:
-            await backend.close()
-        await db.close()
+    async with App.open(config, console=console, serve_web=serve_web) as app:
+        await app.run()
     return 0
+
+
+async def _start_web(config: Config, web: WebServer) -> None:
+    try:
+        await web.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"[web] listen / metrics_listen: cannot listen on {config.web.listen}"
+            f"{' or ' + config.web.metrics_listen if config.web.metrics_listen else ''}:"
+            f" {exc.strerror}"
+        ) from None
 
 
 async def _run_adapters(core: Core, adapters: list[ChatAdapter]) -> None:

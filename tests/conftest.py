@@ -10,11 +10,8 @@ from typing import Any
 import pytest
 
 from bot import config as config_mod
-from bot.app import key_file
+from bot.app import App
 from bot.core import Core
-from bot.local_outbox import LocalOutbox
-from bot.store.db import open_database
-from bot.store.vault import SecretBox, load_key
 from tests.browser import browser  # noqa: F401
 from tests.chatkit import ChatKit
 from tests.google_fake import google_fake  # noqa: F401
@@ -62,14 +59,6 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
 
 
 async def start_bench(cfg: config_mod.Config, platform: str = "telegram") -> AsyncIterator[Bench]:
-    db = await open_database(cfg.bot.database)
-    backend = LocalOutbox(cfg.mail.outbox_dir)
-    core = Core(cfg, db, SecretBox(load_key(key_file(cfg), env={})), backend)
     chat = ChatKit(platform)
-    core.attach(chat)
-    await core.outbox.recover()
-    try:
-        yield Bench(core, chat, cfg.mail.outbox_dir)
-    finally:
-        await core.outbox.close()
-        await db.close()
+    async with App.open(cfg, [chat], serve_web=False, env={}) as app:
+        yield Bench(app.core, chat, cfg.mail.outbox_dir)

@@ -12,12 +12,9 @@ from typing import Any
 
 import aiohttp
 
-from bot.app import build_core, key_file
+from bot.app import App
 from bot.config import Config
 from bot.core import Core
-from bot.store.db import open_database
-from bot.store.vault import SecretBox, load_key
-from bot.web import WebServer
 from tests.chatkit import ChatKit, Said
 from tests.google_fake import GoogleFake
 from tests.running import bot_config
@@ -58,22 +55,9 @@ class GmailRig:
 
 
 async def start_gmail_rig(config: Config, fake: GoogleFake) -> AsyncIterator[GmailRig]:
-    db = await open_database(config.bot.database)
-    core = build_core(config, db, SecretBox(load_key(key_file(config), env={})))
     chat = ChatKit("telegram")
-    core.attach(chat)
-    web = WebServer(
-        config.web.listen, core.oauth, core.notices.linked, core.notices.login_failed, core.metrics
-    )
-    await web.start()
-    await core.outbox.recover()
-    try:
-        yield GmailRig(core, chat, fake, f"http://{config.web.listen}")
-    finally:
-        await core.outbox.close()
-        await web.stop()
-        await core.backend.close()
-        await db.close()
+    async with App.open(config, [chat], env={}) as app:
+        yield GmailRig(app.core, chat, fake, f"http://{config.web.listen}")
 
 
 async def login_link(rig: GmailRig, user: str = "1001", **kw: Any) -> str:
