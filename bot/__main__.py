@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__, config, logs
+from bot.check.describe import describe
 from bot.errors import ConfigError, InstallError, InUseError, StoreError
 
 try:
@@ -104,7 +105,7 @@ def _check(path: Path | None, *, online: bool = False) -> int:
     cfg = config.load(path)
     app.preflight(cfg, read_client=not online)  # --online reports the client file as a finding
     print(f"configuration {cfg.path} is valid:")
-    for line in config.describe(cfg):
+    for line in describe(cfg):
         print(f"  {line}")
     if not online:
         return 0
