@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from bot.app import App
 from bot.chat import Message, Reply
 from bot.core import Core
 from tests.botproc import free_port
+from tests.chatkit import LOGIN_LINK
 from tests.stack import RemoteGoogle
 
 
@@ -124,9 +124,6 @@ async def stop_rig(rig: Rig) -> None:
     await rig.stack.aclose()
 
 
-LINK = re.compile(r"https?://\S+/connect/\S+")
-
-
 async def connect(rig: Rig, http: aiohttp.ClientSession, user: str) -> None:
     """Connect ``user`` the way a person does: /connect, open the link, press the button."""
     email = f"user{user}@gmail.com"
@@ -135,7 +132,7 @@ async def connect(rig: Rig, http: aiohttp.ClientSession, user: str) -> None:
     await rig.core.handle(rig.message(user, "/connect"))
     said = [s for s in rig.chat.said if s.room == user and "/connect/" in s.text]
     link_said = said[-1]
-    match = LINK.search(link_said.text)
+    match = LOGIN_LINK.search(link_said.text)
     assert match, link_said.text
     async with http.post(match.group(0)) as r:  # the page's button: a form POST
         assert r.status == 200, await r.text()

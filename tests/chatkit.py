@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.chat import Handler, Message, Reply
+
+# A login link as the bot posts it, wherever a test or benchmark reads one (its token is URL-safe
+# base64).
+LOGIN_LINK = re.compile(r"https?://\S+/connect/[\w-]+")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from html import unescape
@@ -15,11 +14,9 @@ import aiohttp
 from bot.app import App
 from bot.config import Config
 from bot.core import Core
-from tests.chatkit import ChatKit, Said
+from tests.chatkit import LOGIN_LINK, ChatKit, Said
 from tests.google_fake import GoogleFake
 from tests.running import bot_config
-
-LINK = re.compile(r"https?://\S+/connect/[\w-]+")
 
 
 def google_section(tmp_path: Path, fake: GoogleFake, web: dict[str, str]) -> dict[str, str]:
@@ -64,7 +61,7 @@ async def login_link(rig: GmailRig, user: str = "1001", **kw: Any) -> str:
     start = len(rig.chat.replies)
     await rig.say("/connect", user=user, **kw)
     said = await rig.chat.wait_for(lambda s: "/connect/" in s.text, start=start)
-    match = LINK.search(said.text)
+    match = LOGIN_LINK.search(said.text)
     assert match, said.text
     return match.group(0)
 

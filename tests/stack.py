@@ -21,9 +21,9 @@ import aiohttp
 
 from tests import runtime
 from tests.botproc import free_port
+from tests.chatkit import LOGIN_LINK
 
 ROOT = Path(__file__).resolve().parent.parent
-LINK = re.compile(r"https?://\S+/connect/[\w-]+")
 JSON = dict[str, Any]
 
 
@@ -302,7 +302,7 @@ class Stack:
         for user, message in zip(users, said, strict=True):
             email = f"user{user}@gmail.com"
             await self.google.set(add_account=email, next_account=email, auto_consent="allow")
-            link = LINK.search(message["text"])
+            link = LOGIN_LINK.search(message["text"])
             assert link, message["text"]
             async with http.post(link.group(0)) as r:  # the page's button: a form POST
                 assert r.status == 200, await r.text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import aiohttp
@@ -12,13 +11,13 @@ from prometheus_client.samples import Sample
 
 from bot import __version__
 from tests.botproc import free_port
+from tests.chatkit import LOGIN_LINK
 from tests.gmail_rig import follow, gmail_config
 from tests.google_fake import Fault, GoogleFake
 from tests.running import running
 from tests.telegram_fake import TelegramFake
 
 pytestmark = [pytest.mark.integration, pytest.mark.telegram]
-LINK = re.compile(r"https?://\S+/connect/[\w-]+")
 
 # name -> type, as the parser reports it (counters lose their _total suffix in the family name).
 EXPECTED = {
@@ -64,7 +63,7 @@ async def test_metrics_after_a_session_count_what_happened_and_name_no_one(
         telegram_fake.user_sends(alice, text="/connect")
         link = await telegram_fake.wait_for_message(alice.id, lambda m: "10 minutes" in m.text)
         google_fake.auto_consent = "allow"
-        match = LINK.search(link.text)
+        match = LOGIN_LINK.search(link.text)
         assert match
         status, _, _ = await follow(match.group(0))
         assert status == 200
