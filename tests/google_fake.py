@@ -2,7 +2,8 @@
 
 It speaks the documented wire formats, so the real client libraries (google-auth-oauthlib for the
 authorization URL and code exchange, google-auth for refreshes, google-api-python-client for
-sends, simple, multipart, media and resumable) work against it unchanged, only pointed at its URLs.
+sends: simple and media uploads, the two mailbridge makes; it refuses multipart and resumable
+ones, which mailbridge avoids) work against it unchanged, only pointed at its URLs.
 Where Google is laxer than the standard, it keeps the standard: the token and revocation
 endpoints require client authentication by HTTP Basic (RFC 6749 2.3.1, RFC 7009 2.1; the secret
 in the body only when ``client_secret_post`` is set), and revoking an unknown token is a 200
@@ -20,7 +21,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import signal
 import time
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser
 from html import escape
 from typing import Any, Literal, NoReturn
 from urllib.parse import unquote_plus, urlencode
@@ -188,13 +187,6 @@ class _Access:
 
 
 @dataclass
-class _Upload:
-    account: str
-    total: int | None
-    data: bytearray = field(default_factory=bytearray)
-
-
-@dataclass
 class GoogleFake:
     """Google's consent screen, token and revoke endpoints and Gmail send, for tests."""
 
@@ -235,7 +227,6 @@ class GoogleFake:
         self._pending: dict[str, tuple[dict[str, str], str]] = {}
         self._grants: dict[str, _Grant] = {}  # by refresh token
         self._access: dict[str, _Access] = {}  # by access token
-        self._uploads: dict[str, _Upload] = {}
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
         self.requested = asyncio.Event()  # set by every Gmail request
@@ -252,7 +243,6 @@ class GoogleFake:
         app.router.add_post("/revoke", self._revoke)
         app.router.add_post(SEND_PATH, self._send)
         app.router.add_post(UPLOAD_PATH, self._send)
-        app.router.add_put(UPLOAD_PATH, self._send)  # resumable upload chunks
         app.router.add_get("/_fake/state", self._state)
         app.router.add_get("/_fake/sent", self._sent)
         app.router.add_post("/_fake/control", self._control)
@@ -628,33 +618,17 @@ class GoogleFake:
         if fault.drop == "before":
             await asyncio.sleep(fault.delay)
             return _drop(request)
-        upload_id = request.query.get("upload_id")
-        upload = self._uploads.get(upload_id or "")
-        if upload_id is None:
-            access = self._authorized(request)
-            if isinstance(access, web.Response):
-                return access
-            account = access.grant.account
-        elif upload is None or request.method != "PUT":
-            return _gmail_error(404, "Not Found", "notFound", "NOT_FOUND")
-        else:  # resumable chunks are authorized by their session URL
-            account = upload.account
+        access = self._authorized(request)
+        if isinstance(access, web.Response):
+            return access
+        account = access.grant.account
         if fault.status is not None:
             await asyncio.sleep(self.gmail_latency + fault.delay)
             return _fault_error(fault)
-        if upload is not None:
-            raw = _chunk(request, upload, body)
-            if raw is None:
-                return web.Response(status=308, headers=_range(upload))
-            self._uploads.pop(upload_id or "")
-        elif request.query.get("uploadType") == "resumable":
-            total = request.headers.get("X-Upload-Content-Length")
-            upload_id = secrets.token_urlsafe(24)
-            self._uploads[upload_id] = _Upload(account, int(total) if total else None)
-            query = urlencode({"uploadType": "resumable", "upload_id": upload_id})
-            return web.Response(headers={"Location": f"{self.base_url}{UPLOAD_PATH}?{query}"})
-        else:
-            raw = _raw_message(request, body)
+        kind = request.query.get("uploadType")
+        if kind not in (None, "media"):
+            return _invalid(f"uploadType {kind}: this fake serves simple and media sends only")
+        raw = _raw_message(request, body)
         if raw is None:
             return _invalid("Invalid value for ByteString")
         parsed = _parse_message(raw)
@@ -766,51 +740,14 @@ def _addresses(msg: Message, name: str) -> list[str]:
 
 
 def _raw_message(request: web.Request, body: bytes) -> bytes | None:
-    """The RFC 5322 bytes of a simple (JSON), multipart or media send."""
-    kind = request.query.get("uploadType")
-    if kind == "media":
+    """The RFC 5322 bytes of a simple (JSON) or media send."""
+    if request.query.get("uploadType") == "media":
         return body
-    if kind == "multipart":  # multipart/related: JSON metadata, then the message as is
-        head = Message()
-        head["Content-Type"] = request.headers.get("Content-Type", "")
-        boundary = head.get_boundary()
-        if boundary is None:
-            return None
-        parts = body.split(b"--" + boundary.encode())[1:-1]
-        if len(parts) != 2:
-            return None
-        part = parts[1].removeprefix(b"\r\n").removeprefix(b"\n")
-        cut = min((i for i in (part.find(b"\r\n\r\n"), part.find(b"\n\n")) if i >= 0), default=-1)
-        if cut < 0:
-            return None
-        headers = BytesHeaderParser().parsebytes(part[:cut])
-        if headers.get_content_type() != "message/rfc822":
-            return None
-        content = part[cut:].removeprefix(b"\r\n\r\n").removeprefix(b"\n\n")
-        return content.removesuffix(b"\n").removesuffix(b"\r")  # the delimiter's line break
     try:
         raw = str(json.loads(body or b"{}").get("raw", ""))
         return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except (ValueError, TypeError, AttributeError):
         return None
-
-
-def _chunk(request: web.Request, upload: _Upload, body: bytes) -> bytes | None:
-    """Add a resumable chunk; return the whole message once complete."""
-    got = re.fullmatch(
-        r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", request.headers.get("Content-Range", "")
-    )
-    if got and got.group(1) is not None and int(got.group(1)) == len(upload.data):
-        upload.data += body
-    if got and got.group(2) != "*":
-        upload.total = int(got.group(2))
-    if upload.total is None or len(upload.data) < upload.total:
-        return None
-    return bytes(upload.data)
-
-
-def _range(upload: _Upload) -> dict[str, str]:
-    return {"Range": f"bytes=0-{len(upload.data) - 1}"} if upload.data else {}
 
 
 def _parse_message(raw: bytes) -> tuple[EmailMessage, list[str], list[str], list[str]] | str:
