@@ -40,16 +40,15 @@ from nio.crypto.attachments import decrypt_attachment
 
 from adapters.link import Link
 from adapters.matrix_client import LinkedClient
-from bot.chat import Attachment, Handler, Message, Reply
+from bot.chat import Attachment, AttachmentRefused, Handler, Message, Reply
 from bot.config import MatrixConfig
-from bot.errors import BotError, ConfigError
+from bot.errors import ConfigError
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
 ROOM_WAIT = 30.0  # seconds to wait for a room we joined or created to show up in a sync
-MAX_ATTACHMENT = 35 * 1024 * 1024  # Gmail's limit for a whole message
 # Matrix has no buttons: a reply's buttons become reactions the bot puts on its own message.
 REACTIONS = {"Send": "✅", "Cancel": "❌", "Undo": "↩️"}
 PROBE_TIMEOUT = 3.0  # seconds a readiness check may wait for the homeserver
@@ -162,17 +161,14 @@ class MatrixAdapter:
                     ignore_unverified_devices=True,
                 )
 
-    async def fetch_attachment(self, ref: str) -> Attachment:
+    async def fetch_attachment(self, ref: str, limit: int) -> Attachment:
         """Download (and decrypt) the file a command replied to."""
         info = json.loads(ref)
-        if info["size"] and info["size"] > MAX_ATTACHMENT:
-            raise BotError(
-                f"That file is {info['size'] / 2**20:.1f} MB; Gmail takes at most 35 MB per "
-                "message, so it cannot be attached. Nothing was sent."
-            )
+        if info["size"] and info["size"] > limit:
+            raise AttachmentRefused("too_large", self.platform, size=info["size"], limit=limit)
         result = await self.client.download(mxc=info["url"])
         if isinstance(result, DownloadError):
-            raise BotError(f"The file could not be downloaded ({result.message}); try again.")
+            raise AttachmentRefused("unreachable", self.platform, detail=result.message)
         data = bytes(result.body)  # no save_to: nio keeps the download in memory
         if info.get("key"):
             try:
@@ -180,9 +176,7 @@ class MatrixAdapter:
                     data, info["key"]["k"], info["hashes"]["sha256"], info["iv"]
                 )
             except Exception:
-                raise BotError(
-                    "The file could not be decrypted, so it was not attached."
-                ) from None
+                raise AttachmentRefused("undecryptable", self.platform) from None
         return Attachment(info["name"], info["mimetype"], data)
 
     async def open_direct(self, user_id: str) -> str | None:

@@ -48,9 +48,9 @@ from adapters.link import Link
 from adapters.ratelimit import SendLimiter
 from adapters.telegram_request import LinkedRequest
 from adapters.telegram_update import BadUpdate, clean_update
-from bot.chat import Attachment, Handler, Message, Reply
+from bot.chat import Attachment, AttachmentRefused, Handler, Message, Reply
 from bot.config import TelegramConfig
-from bot.errors import BotError, ConfigError
+from bot.errors import ConfigError
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -325,21 +325,24 @@ class TelegramAdapter:
             attachment=_attachment_ref(msg.reply_to_message or msg),
         )
 
-    async def fetch_attachment(self, ref: str) -> Attachment:
+    async def fetch_attachment(self, ref: str, limit: int) -> Attachment:
         """Download a file the command replied to (bots may download up to 20 MB)."""
         file_id, size, name, mime = json.loads(ref)
-        if size and size > MAX_DOWNLOAD:
-            raise BotError(
-                f"Telegram lets bots download files up to 20 MB; this one is "
-                f"{size / 2**20:.1f} MB, so it cannot be attached. Nothing was sent."
+        if size and size > min(limit, MAX_DOWNLOAD):
+            raise AttachmentRefused(
+                "too_large",
+                self.platform,
+                size=size,
+                limit=min(limit, MAX_DOWNLOAD),
+                by_network=limit > MAX_DOWNLOAD,
             )
         try:
             tg_file = await self.bot.get_file(file_id)
             data = bytes(await tg_file.download_as_bytearray())
         except BadRequest as exc:
-            raise BotError(f"Telegram would not hand over the file ({exc.message}).") from None
+            raise AttachmentRefused("refused", self.platform, detail=exc.message) from None
         except NetworkError:
-            raise BotError("The file could not be downloaded from Telegram; try again.") from None
+            raise AttachmentRefused("unreachable", self.platform) from None
         return Attachment(name, mime, data)
 
     async def _call(self, method: Any, *args: Any, forever: bool = False, **kwargs: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,28 @@ class Attachment:
     filename: str
     content_type: str
     data: bytes
+
+
+class AttachmentRefused(Exception):
+    """A file could not be had from the network: the facts, which bot/wording.py phrases."""
+
+    def __init__(
+        self,
+        reason: Literal["too_large", "refused", "unreachable", "undecryptable"],
+        network: str,
+        *,
+        size: int | None = None,  # bytes, when the network told us
+        limit: int | None = None,  # bytes: the limit the file is over
+        by_network: bool = False,  # the limit is the network's own (Telegram's 20 MB for bots)
+        detail: str | None = None,  # the network's own words, e.g. a homeserver's error
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.network = network
+        self.size = size
+        self.limit = limit
+        self.by_network = by_network
+        self.detail = detail
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -106,5 +128,6 @@ class DirectChats(Protocol):
 class Attachments(Protocol):
     """A network whose messages may carry (or reply to) a file the bot can download."""
 
-    async def fetch_attachment(self, ref: str) -> Attachment:
-        """Download the file ``Message.attachment`` refers to; BotError says why it cannot."""
+    async def fetch_attachment(self, ref: str, limit: int) -> Attachment:
+        """Download the file ``Message.attachment`` refers to, if at most ``limit`` bytes (the
+        core's limit; the network may have a lower one); AttachmentRefused says why not."""

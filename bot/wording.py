@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.chat import AttachmentRefused
 from bot.outbox import Outcome
 from bot.store.outbox_rows import FAILED, SENT, UNKNOWN, OutboxRow
 
@@ -80,3 +81,27 @@ def minimal_text(row: OutboxRow, outcome: Outcome) -> str:
     if outcome.state == FAILED:
         return f"❌ {who}'s mail #{row.id} was not sent; details in their direct chat."
     return f"⚠️ {who}'s mail #{row.id} may or may not have been sent; details in their direct chat."
+
+
+def attachment_refused(refused: AttachmentRefused) -> str:
+    """Say why a file could not be attached; nothing was sent."""
+    network = refused.network.capitalize()
+    if refused.reason == "too_large":
+        size = f"{(refused.size or 0) / 2**20:.1f} MB"
+        limit = f"{(refused.limit or 0) / 2**20:.0f} MB"
+        if refused.by_network:
+            return (
+                f"{network} lets bots download files up to {limit}; this one is {size}, so it "
+                "cannot be attached. Nothing was sent."
+            )
+        return (
+            f"That file is {size}; Gmail takes at most {limit} per message, so it cannot be "
+            "attached. Nothing was sent."
+        )
+    if refused.reason == "refused":
+        return f"{network} would not hand over the file ({refused.detail})."
+    if refused.reason == "undecryptable":
+        return "The file could not be decrypted, so it was not attached."
+    if refused.detail:
+        return f"The file could not be downloaded ({refused.detail}); try again."
+    return f"The file could not be downloaded from {network}; try again."

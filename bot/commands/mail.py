@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.chat import Attachment, Attachments, Button, Message, Reply
+from bot.chat import Attachment, AttachmentRefused, Attachments, Button, Message, Reply
 from bot.commands.context import Ctx, Private
 from bot.compose import compose
 from bot.errors import BotError
 from bot.grammar import parse_mail
 from bot.policy import check_send_budget
 from bot.store.outbox_rows import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
-from bot.wording import preview_text, recipients_shown, subject_shown
+from bot.wording import attachment_refused, preview_text, recipients_shown, subject_shown
 
 MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit per message as sent
 PREVIEW_TTL = 600.0
@@ -99,7 +99,10 @@ async def _attachments(ctx: Ctx, message: Message) -> tuple[Attachment, ...]:
     network = ctx.network(message.platform)
     if not isinstance(network, Attachments):
         raise BotError("Attachments are not supported on this network.")
-    return (await network.fetch_attachment(message.attachment),)
+    try:
+        return (await network.fetch_attachment(message.attachment, MAX_MESSAGE),)
+    except AttachmentRefused as refused:
+        raise BotError(attachment_refused(refused)) from None
 
 
 def _undo_notice(row: OutboxRow, undo: int, who: str) -> Private | None:
