@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 # python-telegram-bot warns on every RetryAfter unless retry_after is a timedelta (its future).
@@ -63,14 +64,6 @@ MAX_BACKOFF = 5.0  # seconds between tries while Telegram is unreachable: back s
 GIVE_UP_AFTER = 300.0  # seconds a reply keeps being retried before the caller hears it failed
 WEBHOOK_PATH = "/telegram/webhook"
 PROBE_TIMEOUT = 3.0  # seconds a readiness check may wait for Telegram
-COMMANDS = [
-    BotCommand("mail", "send a mail: /mail <to> <subject> | <body>"),
-    BotCommand("connect", "link your Gmail"),
-    BotCommand("status", "which Gmail is linked"),
-    BotCommand("disconnect", "unlink your Gmail"),
-    BotCommand("retry", "send a mail again: /retry <number>"),
-    BotCommand("help", "what I can do"),
-]
 
 
 class TelegramAdapter:
@@ -79,9 +72,14 @@ class TelegramAdapter:
     platform = "telegram"
 
     def __init__(
-        self, config: TelegramConfig, public_url: str = "", metrics: Metrics | None = None
+        self,
+        config: TelegramConfig,
+        public_url: str = "",
+        metrics: Metrics | None = None,
+        menu: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._config = config
+        self.menu = [BotCommand(name, summary) for name, summary in menu]  # the core's words
         self._public_url = public_url.rstrip("/")
         file_url = config.base_url.removesuffix("/bot") + "/file/bot"
         self.link = Link(self.platform, metrics)
@@ -114,7 +112,7 @@ class TelegramAdapter:
                 "[telegram] token: Telegram rejected the bot token; copy it again from @BotFather"
             ) from None
         self.username = self.bot.username
-        await self._call(self.bot.set_my_commands, COMMANDS, forever=True)
+        await self._call(self.bot.set_my_commands, self.menu, forever=True)
         return self.username
 
     async def run(self, handler: Handler) -> None:

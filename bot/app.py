@@ -95,8 +95,9 @@ def chat_adapters(
     adapters: list[ChatAdapter] = []
     if config.telegram is not None:
         from adapters.telegram import WEBHOOK_PATH, TelegramAdapter
+        from bot.commands.table import MENU
 
-        telegram = TelegramAdapter(config.telegram, config.web.public_url, metrics)
+        telegram = TelegramAdapter(config.telegram, config.web.public_url, metrics, MENU)
         if config.telegram.mode == "webhook" and web is not None:
             web.add_post(WEBHOOK_PATH, telegram.webhook)
         adapters.append(telegram)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters import telegram
+from adapters.telegram import TelegramAdapter
+from bot.app import chat_adapters
 from bot.commands.table import MENU, TABLE, localise
 from tests.conftest import Bench, make_config, start_bench
 from tests.gmail_rig import GmailRig, gmail_config, start_gmail_rig
@@ -54,6 +55,9 @@ async def test_matrix_users_read_every_command_as_they_type_it(matrix_bench: Ben
     assert "/mail" not in text
 
 
-def test_the_telegram_menu_is_the_tables() -> None:
-    assert [(c.command, c.description) for c in telegram.COMMANDS] == list(MENU)
+def test_the_telegram_menu_is_the_tables(tmp_path: Path) -> None:
+    config = make_config(tmp_path, telegram={"token": "123:abc"})
+    (adapter,) = chat_adapters(config, console=False, web=None)
+    assert isinstance(adapter, TelegramAdapter)
+    assert [(c.command, c.description) for c in adapter.menu] == list(MENU)
     assert {name for name, _ in MENU} <= set(NAMES)
