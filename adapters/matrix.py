@@ -40,7 +40,7 @@ from nio.crypto.attachments import decrypt_attachment
 
 from adapters.link import Link
 from adapters.matrix_client import LinkedClient
-from bot.chat import Attachment, AttachmentRefused, Handler, Message, Reply
+from bot.chat import Admit, Attachment, AttachmentRefused, Handler, Invite, Message, Reply
 from bot.config import MatrixConfig
 from bot.errors import ConfigError
 from bot.metrics import Metrics
@@ -63,11 +63,11 @@ class MatrixAdapter:
     def __init__(
         self,
         config: MatrixConfig,
-        allowed: Callable[[str], bool],
+        admit: Admit,
         metrics: Metrics | None = None,
     ) -> None:
         self._config = config
-        self._allowed = allowed  # takes "matrix:@user:server"
+        self._admit = admit  # the core's answer to an invite
         self._store = Path(config.store_path)
         self.client = LinkedClient(
             config.homeserver,
@@ -307,7 +307,9 @@ class MatrixAdapter:
         for room_id in [r for r in self._greet if r in self.client.rooms]:
             inviter = self._greet.pop(room_id)
             self._spawn(
-                self._message(self.client.rooms[room_id], inviter, "/start", f"join:{room_id}")
+                self._message(
+                    self.client.rooms[room_id], inviter, "", f"join:{room_id}", joined=True
+                )
             )
 
     async def _on_message(self, room: MatrixRoom, event: RoomMessageText) -> None:
@@ -340,7 +342,7 @@ class MatrixAdapter:
             await self._answer_invite(room.room_id, event.sender, room)
 
     async def _answer_invite(self, room_id: str, inviter: str, room: MatrixRoom) -> None:
-        if not self._allowed(f"matrix:{inviter}"):
+        if not self._admit(Invite(self.platform, inviter, room_id)):
             log.info("declined an invite from a user outside allowed_users")
             await self.client.room_leave(room_id)
             return
@@ -351,7 +353,14 @@ class MatrixAdapter:
         self._greet[room_id] = inviter
 
     async def _message(
-        self, room: MatrixRoom, sender: str, text: str, event_key: str, target: str | None = None
+        self,
+        room: MatrixRoom,
+        sender: str,
+        text: str,
+        event_key: str,
+        target: str | None = None,
+        *,
+        joined: bool = False,
     ) -> None:
         if self._handler is None:
             return
@@ -365,6 +374,7 @@ class MatrixAdapter:
             text=text,
             event_key=event_key,
             attachment=attachment,
+            joined=joined,
         )
         try:
             await self._handler(message)

@@ -103,11 +103,9 @@ def chat_adapters(
         adapters.append(telegram)
     if config.matrix is not None:
         from adapters.matrix import MatrixAdapter
-        from bot.policy import is_allowed
+        from bot.policy import admits
 
-        patterns = config.bot.allowed_users
-        allowed = functools.partial(is_allowed, patterns=patterns)
-        adapters.append(MatrixAdapter(config.matrix, allowed, metrics))
+        adapters.append(MatrixAdapter(config.matrix, admits(config.bot.allowed_users), metrics))
     return adapters
 
 

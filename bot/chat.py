@@ -19,6 +19,21 @@ class Message:
     text: str
     event_key: str  # stable per platform: Telegram "chat_id:message_id", Matrix event id
     attachment: str | None = None  # a file the command replies to; fetched by the adapter
+    joined: bool = False  # the bot just joined ``room`` on this user's invite: text is empty
+
+    @property
+    def user_key(self) -> str:
+        """Return the platform-qualified user id used for storage and the allow-list."""
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """A user invited the bot into a room; the core decides whether the bot joins."""
+
+    platform: str
+    user_id: str  # the inviter
+    room: str
 
     @property
     def user_key(self) -> str:
@@ -77,6 +92,7 @@ class AttachmentRefused(Exception):
 
 
 Handler = Callable[[Message], Awaitable[None]]
+Admit = Callable[[Invite], bool]  # the core's answer to an invite: join, or decline
 
 
 @runtime_checkable

@@ -78,6 +78,8 @@ class Core:
     async def handle(self, message: Message) -> None:
         """Answer one incoming message once; never raises for the message's sake."""
         key = f"{message.platform}:{message.event_key}"
+        if message.joined:
+            message = replace(message, text="/start")  # greet whoever invited the bot
         if not await self.claims.claim(key):
             return  # delivered again: handled, or being handled right now, by this run
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from fnmatch import fnmatchcase
 
+from bot.chat import Admit
 from bot.errors import NotAllowedError, RateLimitError
 from bot.outbox import Outbox
 
@@ -30,6 +31,11 @@ def is_allowed(user_key: str, patterns: tuple[str, ...]) -> bool:
         elif fnmatchcase(user, p_user):
             return True
     return False
+
+
+def admits(patterns: tuple[str, ...]) -> Admit:
+    """Return the answer to invites: join those from users on the allow-list, decline others."""
+    return lambda invite: is_allowed(invite.user_key, patterns)
 
 
 def check_allowed(user_key: str, patterns: tuple[str, ...]) -> None:

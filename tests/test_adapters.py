@@ -15,7 +15,7 @@ def test_each_adapter_declares_the_capabilities_the_core_uses(tmp_path: Path) ->
     telegram = TelegramAdapter(TelegramConfig(token="1:x"))
     matrix = MatrixAdapter(
         MatrixConfig(homeserver="http://127.0.0.1:1", user_id="@bot:x", store_path=tmp_path),
-        allowed=lambda _: True,
+        admit=lambda _: True,
     )
     console = ConsoleAdapter()
     capabilities = (Addressed, DeepLinks, DirectChats, Attachments)
