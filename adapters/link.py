@@ -3,15 +3,18 @@ the counts of requests and failures (metrics)."""
 
 from __future__ import annotations
 
-from bot.metrics import Metrics
+import contextlib
+from collections.abc import Iterator
+
+from bot.chat import NetworkMetrics
 
 
 class Link:
     """The state of one chat network's API as the adapter last saw it."""
 
-    def __init__(self, network: str, metrics: Metrics | None = None) -> None:
+    def __init__(self, network: str, metrics: NetworkMetrics | None = None) -> None:
         self.network = network
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Uncounted()
         self.metrics.network(network)
         self.connected = False  # until a first request is answered
 
@@ -25,3 +28,18 @@ class Link:
         """Record a request that got no answer (refused, reset, timed out)."""
         self.connected = False
         self.metrics.chat_call(self.network, ok=False)
+
+
+class Uncounted:
+    """Metrics for an adapter run without them (a test of the adapter alone): nothing counted."""
+
+    def network(self, network: str) -> None:
+        """Count nothing."""
+
+    def chat_call(self, network: str, ok: bool) -> None:
+        """Count nothing."""
+
+    @contextlib.contextmanager
+    def waiting_on_rate_limit(self, network: str) -> Iterator[None]:
+        """Count nothing."""
+        yield

@@ -76,3 +76,21 @@ async def _sleep_until(when: float) -> None:
     delay = when - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+class Backoff:
+    """Waits between tries of a call that failed: doubling from 2 s, at most ``cap`` seconds,
+    so the adapter is back soon after an outage ends. One per retry loop."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.failures = 0  # since the last success
+
+    def succeeded(self) -> None:
+        """Start again from the shortest wait."""
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Count a failure; return how many seconds to wait before the next try."""
+        self.failures += 1
+        return min(2.0**self.failures, self.cap)

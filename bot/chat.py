@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -93,6 +94,19 @@ class AttachmentRefused(Exception):
 
 Handler = Callable[[Message], Awaitable[None]]
 Admit = Callable[[Invite], bool]  # the core's answer to an invite: join, or decline
+
+
+class NetworkMetrics(Protocol):
+    """What an adapter counts about its network (bot/metrics.Metrics is one)."""
+
+    def network(self, network: str) -> None:
+        """Start the network's series at zero."""
+
+    def chat_call(self, network: str, ok: bool) -> None:
+        """Count one request to the network's API."""
+
+    def waiting_on_rate_limit(self, network: str) -> AbstractContextManager[None]:
+        """Count a reply as held back by rate limits while the block runs."""
 
 
 @runtime_checkable

@@ -124,7 +124,6 @@ def test_no_type_checking_import_of_the_core() -> None:
     assert offenders == []
 
 
-@pytest.mark.xfail(strict=True, reason="adapters still import bot.metrics (R-adapters)")
 def test_adapters_import_only_the_chat_interface() -> None:
     wrong = {
         name: sorted(
@@ -155,13 +154,7 @@ def test_commands_never_import_the_core() -> None:
     assert [name for name in handlers if "bot.core" in _imports(name)] == []
 
 
-# Rules not yet true in adapters/ (R-adapters' part of issue 13) hold in bot/ already.
-ADAPTERS_PENDING = pytest.param(
-    "adapters", marks=pytest.mark.xfail(strict=True, reason="adapters/ is regrouped separately")
-)
-
-
-@pytest.mark.parametrize("package", ["bot", ADAPTERS_PENDING])
+@pytest.mark.parametrize("package", ["bot", "adapters"])
 def test_no_getattr_capability_probe(package: str) -> None:
     probes = []
     for name, (path, tree) in _sources().items():
@@ -180,7 +173,7 @@ def test_no_getattr_capability_probe(package: str) -> None:
     assert probes == []
 
 
-@pytest.mark.parametrize("package", ["bot", ADAPTERS_PENDING])
+@pytest.mark.parametrize("package", ["bot", "adapters"])
 def test_no_module_over_300_lines(package: str) -> None:
     long = {
         str(path.relative_to(ROOT)): n
