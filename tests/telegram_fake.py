@@ -4,7 +4,10 @@ It speaks the documented wire format (``{"ok": true, "result": ...}`` or ``{"ok"
 "error_code": N, "description": "...", "parameters": {...}}``), reads query strings, JSON,
 url-encoded and multipart bodies, long-polls and delivers webhooks, parses HTML the way Telegram
 does, marks ``bot_command`` entities, and lets tests play users, inject 429s and errors, and read
-back exactly what each chat was shown (``fake.sent``).
+back exactly what each chat was shown (``fake.sent``). It serves the methods mailbridge calls
+(getMe, getUpdates, sendMessage, answerCallbackQuery, getFile and file downloads, setMyCommands,
+setWebhook, deleteWebhook) and getWebhookInfo, which ``mailbridge check`` reads; any other method
+answers 404 "Not Found", as Telegram answers a method it does not know.
 
 Deliberate differences from Telegram: webhooks may be plain ``http`` on any port; a bare ``&``
 that starts no entity is refused while ``strict_ampersand`` is on (Telegram shows it as typed,
@@ -35,7 +38,7 @@ import pytest
 from aiohttp import web
 
 JSON = dict[str, Any]
-SEND_METHODS = frozenset({"sendmessage", "editmessagetext", "editmessagereplymarkup"})
+SEND_METHODS = frozenset({"sendmessage"})
 DEFAULT_UPDATES = frozenset({"message", "edited_message", "callback_query", "my_chat_member"})
 MAX_TEXT = 4096  # Telegram counts characters (code points) here; entity offsets are UTF-16
 LIMIT_SLACK = 0.1  # seconds of network jitter forgiven by enforce_limits (Telegram's are loose)
@@ -269,7 +272,7 @@ class FakeFile:
 
 @dataclass
 class SentMessage:
-    """A message the bot sent, as its chat now shows it (edits apply in place)."""
+    """A message the bot sent, as its chat shows it."""
 
     chat_id: int
     message_id: int
@@ -281,8 +284,6 @@ class SentMessage:
     reply_to: int | None
     no_preview: bool
     sent_at: float  # time.monotonic()
-    edited_at: float | None = None
-    deleted: bool = False
 
     def buttons(self) -> list[JSON]:
         """Return the inline keyboard's buttons, row by row."""
@@ -598,8 +599,8 @@ class TelegramFake:
                 await self._wakeup.wait()
 
     def texts(self, chat_id: int) -> list[str]:
-        """Return what ``chat_id`` shows now: the plain text of each undeleted bot message."""
-        return [m.text for m in self.sent if m.chat_id == chat_id and not m.deleted]
+        """Return what ``chat_id`` shows: the plain text of each bot message."""
+        return [m.text for m in self.sent if m.chat_id == chat_id]
 
     def inject_429(
         self, count: int = 1, retry_after: int = 3, methods: Iterable[str] | None = None
@@ -746,33 +747,6 @@ class TelegramFake:
         self._notify()
         return msg
 
-    async def _m_editMessageText(self, p: _Params) -> JSON:
-        msg, sent = self._own_message(p, "edit")
-        raw, mode = p.text("text") or "", p.text("parse_mode")
-        plain, entities = self._parse(raw, mode, p.data("entities"))
-        markup = self._markup(p)
-        if plain == sent.text and entities == sent.entities and markup == sent.reply_markup:
-            raise ApiError(400, _NOT_MODIFIED)
-        sent.text, sent.html, sent.parse_mode, sent.entities = plain, raw, mode, entities
-        return self._edited(msg, sent, markup, text=plain, entities=entities)
-
-    async def _m_editMessageReplyMarkup(self, p: _Params) -> JSON:
-        msg, sent = self._own_message(p, "edit")
-        markup = self._markup(p)
-        if markup == sent.reply_markup:
-            raise ApiError(400, _NOT_MODIFIED)
-        return self._edited(msg, sent, markup)
-
-    async def _m_deleteMessage(self, p: _Params) -> bool:
-        chat = self._chat(p)
-        key = (chat.id, int(p.number("message_id") or 0))
-        if self._messages.pop(key, None) is None:
-            raise ApiError(400, "Bad Request: message to delete not found")
-        for s in self.sent:
-            if (s.chat_id, s.message_id) == key:
-                s.deleted = True
-        return True
-
     async def _m_answerCallbackQuery(self, p: _Params) -> bool:
         query_id = p.text("callback_query_id") or ""
         if query_id not in self._pending_queries:
@@ -784,18 +758,6 @@ class TelegramFake:
             "url": p.text("url"),
         }
         return True
-
-    async def _m_sendChatAction(self, p: _Params) -> bool:
-        self._chat(p, sending=True)
-        return True
-
-    async def _m_getChat(self, p: _Params) -> JSON:
-        gifts = ("unlimited_gifts", "limited_gifts", "unique_gifts", "premium_subscription")
-        return self._chat(p).to_dict() | {
-            "accent_color_id": 0,
-            "max_reaction_count": 11,
-            "accepted_gift_types": dict.fromkeys((*gifts, "gifts_from_channels"), False),
-        }
 
     async def _m_getFile(self, p: _Params) -> JSON:
         f = self.files.get(p.text("file_id") or "")
@@ -820,13 +782,6 @@ class TelegramFake:
         self.commands[self._scope(p)] = [
             {"command": c["command"], "description": c["description"]} for c in commands
         ]
-        return True
-
-    async def _m_getMyCommands(self, p: _Params) -> list[JSON]:
-        return self.commands.get(self._scope(p), [])
-
-    async def _m_deleteMyCommands(self, p: _Params) -> bool:
-        self.commands.pop(self._scope(p), None)
         return True
 
     async def _m_setWebhook(self, p: _Params) -> bool:
@@ -922,31 +877,6 @@ class TelegramFake:
             if chat.id not in self.started:
                 raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return chat
-
-    def _own_message(self, p: _Params, verb: str) -> tuple[JSON, SentMessage]:
-        chat = self._chat(p)
-        key = (chat.id, int(p.number("message_id") or 0))
-        msg = self._messages.get(key)
-        if msg is None:
-            raise ApiError(400, f"Bad Request: message to {verb} not found")
-        sent = next((s for s in self.sent if (s.chat_id, s.message_id) == key), None)
-        if sent is None:
-            raise ApiError(400, f"Bad Request: message can't be {verb}ed")
-        return msg, sent
-
-    def _edited(self, msg: JSON, sent: SentMessage, markup: JSON | None, **fields: Any) -> JSON:
-        sent.reply_markup, sent.edited_at = markup, time.monotonic()
-        for k, v in fields.items():
-            if v:
-                msg[k] = v
-            else:
-                msg.pop(k, None)
-        msg.pop("reply_markup", None)
-        if markup:
-            msg["reply_markup"] = markup
-        msg["edit_date"] = int(time.time())
-        self._notify()
-        return msg
 
     def _parse(self, raw: str, mode: str | None, entities: Any) -> tuple[str, list[JSON]]:
         if (mode or "").lower() == "html":
@@ -1103,10 +1033,6 @@ _WEBHOOK_ACTIVE = (
 )
 _QUERY_TOO_OLD = (
     "Bad Request: query is too old and response timeout expired or query ID is invalid"
-)
-_NOT_MODIFIED = (
-    "Bad Request: message is not modified: specified new message content and reply markup are "
-    "exactly the same as a current content and reply markup of the message"
 )
 
 
