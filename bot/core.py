@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import aiosqlite
 
+from bot import gate
 from bot.backends import MailBackend
 from bot.chat import Addressed, ChatAdapter, Message, Reply
 from bot.commands.context import Ctx, Private
@@ -80,7 +81,13 @@ class Core:
         key = f"{message.platform}:{message.event_key}"
         if message.joined:
             message = replace(message, text="/start")  # greet whoever invited the bot
-        if not await self.claims.claim(key):
+        # A /mail is bulk work: it waits for a slot of Outbox.busy (bot.gate), so a burst of
+        # mail leaves room for commands such as /help.
+        command = self._command(message)
+        bulk = command is not None and command.name == "mail"
+        async with self.outbox.busy.hold(gate.EVENT) if bulk else contextlib.nullcontext():
+            claimed = await self.claims.claim(key)
+        if not claimed:
             return  # delivered again: handled, or being handled right now, by this run
         try:
             result = "ok"
@@ -91,7 +98,7 @@ class Core:
             except Exception:
                 log.exception("error while handling a %s message", message.platform)
                 reply, result = Reply(APOLOGY), "error"
-            if (command := self._command(message)) is not None:
+            if command is not None:
                 known = command.name in HANDLERS
                 self.metrics.command(command.name if known else "unknown", result)
             if reply is not None:
@@ -103,7 +110,8 @@ class Core:
             with contextlib.suppress(Exception):
                 await self.claims.release(key)
             raise
-        await self.claims.done(key)
+        async with self.outbox.busy.hold(gate.ACCEPT) if bulk else contextlib.nullcontext():
+            await self.claims.done(key)
 
     async def say(self, platform: str, room: str, reply: Reply) -> None:
         """Send ``reply`` to ``room`` on ``platform``, in that network's command spelling."""

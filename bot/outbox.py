@@ -18,6 +18,7 @@ from typing import TypeVar
 import aiosqlite
 
 from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
+from bot.gate import CLAIM, RECORD, TELL, Gate
 from bot.grammar import MailRequest
 from bot.metrics import Metrics
 from bot.store.outbox_rows import (
@@ -37,7 +38,7 @@ from bot.store.vault import SecretBox
 
 log = logging.getLogger(__name__)
 
-BUSY = 16  # mails whose own work (not their wait for Gmail) runs at once
+BUSY = 4  # mails whose own work (not their wait for Gmail) runs at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ class Outbox:
         self._slots = asyncio.Semaphore(concurrency)  # sends in flight
         # The loop's and the database's work of a mail, not its wait for Gmail: a few at a
         # time, so a burst of mail queues here and commands get through between them.
-        self.busy = asyncio.Semaphore(BUSY)
+        self.busy = Gate(BUSY)
         self._tasks: set[asyncio.Task[None]] = set()
         self._retells: set[asyncio.Task[None]] = set()  # outcomes the chat did not take yet
         self._closing = False
@@ -191,7 +192,7 @@ class Outbox:
             # Steps that send nothing (a token refresh) come before the row is marked as
             # leaving, so a crash during them cannot make a mail's outcome unknown.
             refused = await self._prepare(row)
-            async with self.busy:
+            async with self.busy.hold(CLAIM):
                 # Claim the row and read its mail in one statement: only a queued row moves to
                 # sending, so no row is sent twice, and "sending" is the last write before the
                 # request leaves: it means "may be at Gmail".
@@ -204,7 +205,7 @@ class Outbox:
             self.metrics.mail_ended(outcome.state)
             marked = False
             try:
-                async with self.busy:
+                async with self.busy.hold(RECORD):
                     # Both writes in one trip to the database.
                     detail = _detail(outcome)
                     done = await asyncio.gather(
@@ -268,7 +269,7 @@ class Outbox:
         # TELLING when the bot stops is told again after the restart, marked as a repeat (also
         # when the stop came just before the message left: "in case it did not reach you").
         if not marked:
-            async with self.busy:
+            async with self.busy.hold(TELL):
                 await self._told(row.id, TELLING)
         try:
             await self._notify(row, outcome)
@@ -282,7 +283,7 @@ class Outbox:
             self._retells.add(task)
             task.add_done_callback(self._ended)
             return
-        async with self.busy:
+        async with self.busy.hold(TELL):
             await self._told(row.id, 1)
 
     async def _told(self, row_id: int, told: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bot import gate
 from bot.chat import Attachment, AttachmentRefused, Attachments, Button, Message, Reply
 from bot.commands.context import Ctx, Private
 from bot.compose import compose
@@ -23,7 +24,7 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
     """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
     limits = ctx.config.bot
     budget = (ctx.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day)
-    async with ctx.outbox.busy:
+    async with ctx.outbox.busy.hold(gate.READ):
         # Both reads in one trip to the database; a usage error still comes first.
         aliases, sender = await asyncio.gather(
             ctx.aliases.all(message.user_key),
@@ -38,7 +39,7 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
         if message.attachment is not None:
             await check_send_budget(*budget)  # early, before any download
     attachments = await _attachments(ctx, message)
-    async with ctx.outbox.busy:
+    async with ctx.outbox.busy.hold(gate.ACCEPT):
         name = message.display_name if ctx.backend.name == "outbox" else ""
         raw = compose(
             request, sender, name, markdown=ctx.config.mail.markdown, attachments=attachments
