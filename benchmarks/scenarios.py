@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import resource
 import sqlite3
 import statistics
@@ -20,6 +18,7 @@ from benchmarks.harness import Rig, Said
 from benchmarks.naive import NaiveBot
 from bot.addresses import EmailAddress
 from bot.compose import compose
+from bot.gmail_send import GmailSender
 from bot.grammar import parse_mail
 from tests import runtime
 from tests.botproc import free_port
@@ -59,18 +58,19 @@ async def overhead(rig: Rig, user: str, n: int) -> dict[str, float]:
 
 
 async def raw_post(rig: Rig, token: str, n: int) -> dict[str, float]:
-    """The same send as one plain async HTTP POST to the same fake: the same composed message
-    (as the overhead scenario's), the same JSON body, one connection kept alive."""
+    """The same request as one plain aiohttp POST to the same fake: the same composed message
+    (as the overhead scenario's), built once by the client library, so URL, headers and body
+    are the backend's; one connection kept alive."""
     request = parse_mail("bob@example.com Note 0 | Hello Bob", {})
     raw = compose(request, EmailAddress("user1", "gmail.com")).as_bytes()
-    body = json.dumps({"raw": base64.urlsafe_b64encode(raw).decode("ascii")}).encode()
-    url = f"{rig.fake.api_endpoint}/gmail/v1/users/me/messages/send?alt=json"
+    built = GmailSender(rig.fake.api_endpoint).build(raw)
+    headers = {**built.headers, "authorization": f"Bearer {token}"}
+    body = built.body.encode()
     samples: list[float] = []
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as http:
         for _ in range(n):
             t0 = time.perf_counter()
-            async with http.post(url, data=body, headers=headers) as r:
+            async with http.post(built.uri, data=body, headers=headers) as r:
                 await r.read()
                 assert r.status == 200, r.status
             samples.append((time.perf_counter() - t0) * 1000)
