@@ -38,9 +38,8 @@ async def run(quick: bool) -> dict[str, float | str]:
                 await connect_many(rig, ["1", "2", *users])
                 results["connect_s_per_user"] = (time.perf_counter() - t0) / (crowd + 2)
                 await scenarios.seed_accounts(rig, 10_000)
-                results.update(await scenarios.overhead(rig, "1", sequential))
                 token = rig.core.backend._tokens.cached("telegram:1")  # type: ignore[attr-defined]
-                results.update(await scenarios.raw_post(rig, token, 200))
+                results.update(await scenarios.overhead(rig, "1", sequential, tmp, token))
                 results.update(await scenarios.help_idle(rig, "2"))
                 results.update(await scenarios.concurrent(rig, users, helper_user="2"))
                 tokens = {
@@ -53,7 +52,6 @@ async def run(quick: bool) -> dict[str, float | str]:
             finally:
                 await stop_rig(rig)
             results["peak_rss_mb"] = scenarios.peak_rss_mb()
-            results.update(scenarios.overhead_floor(tmp, sequential))
         synapse = Synapse(tmp / "synapse")
         await asyncio.to_thread(synapse.start)
         try:
