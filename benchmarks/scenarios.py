@@ -18,7 +18,7 @@ from benchmarks.harness import Rig, Said
 from benchmarks.naive import NaiveBot
 from bot.addresses import EmailAddress
 from bot.compose import compose
-from bot.gmail_send import GmailSender
+from bot.google.gmail_send import GmailSender
 from bot.grammar import parse_mail
 from tests import runtime
 from tests.botproc import free_port
