@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.telegram import TelegramAdapter
-from bot.app import chat_adapters
 from bot.commands.table import MENU, TABLE, localise
 from tests.conftest import Bench, make_config, start_bench
 from tests.gmail_rig import GmailRig, gmail_config, start_gmail_rig
 from tests.google_fake import GoogleFake
+from tests.running import bot_config, running
+from tests.telegram_fake import TelegramFake
 
 pytestmark = pytest.mark.integration
 NAMES = [entry.name for entry in TABLE]
@@ -55,9 +55,13 @@ async def test_matrix_users_read_every_command_as_they_type_it(matrix_bench: Ben
     assert "/mail" not in text
 
 
-def test_the_telegram_menu_is_the_tables(tmp_path: Path) -> None:
-    config = make_config(tmp_path, telegram={"token": "123:abc"})
-    (adapter,) = chat_adapters(config, console=False, web=None)
-    assert isinstance(adapter, TelegramAdapter)
-    assert [(c.command, c.description) for c in adapter.menu] == list(MENU)
+@pytest.mark.telegram
+async def test_telegram_menu_is_the_tables(telegram_fake: TelegramFake, tmp_path: Path) -> None:
     assert {name for name, _ in MENU} <= set(NAMES)
+    alice = telegram_fake.add_user(1001, "Alice")
+    telegram = {"token": telegram_fake.token, "base_url": f"{telegram_fake.url}/bot"}
+    async with running(bot_config(tmp_path, telegram=telegram)):
+        telegram_fake.user_starts(alice)  # answered once polling runs: the menu is registered
+        await telegram_fake.wait_for_message(alice.id, timeout=15)
+        menu = [(c["command"], c["description"]) for c in telegram_fake.commands["default"]]
+    assert menu == list(MENU)
