@@ -9,7 +9,7 @@ from bot.commands.private import direct_room
 from bot.google.oauth import Linked, LoginFailed
 from bot.outbox import Outcome
 from bot.store.outbox_rows import OutboxRow
-from bot.wording import REPEAT, minimal_text, outcome_text, prefix
+from bot.wording import REPEAT, login_failed_text, minimal_text, outcome_text, prefix
 
 
 class Notices:
@@ -30,9 +30,10 @@ class Notices:
 
     async def login_failed(self, failure: LoginFailed) -> None:
         """Tell the user in chat why the consent flow did not connect their account."""
-        if failure.login is not None and failure.chat:
+        text = login_failed_text(failure.reason, failure.error)
+        if failure.login is not None and text:
             platform = failure.login.user_key.partition(":")[0]
-            await self._ctx.say(platform, failure.login.room, Reply(f"❌ {failure.chat}"))
+            await self._ctx.say(platform, failure.login.room, Reply(text))
 
     async def outcome(self, row: OutboxRow, outcome: Outcome) -> None:
         """Tell a mail's owner how its delivery ended (in a group: as configured)."""

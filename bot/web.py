@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot import __version__
-from bot.google.oauth import Linked, LoginFailed, OAuth
+from bot.google.oauth import Linked, LoginFailed, LoginReason, OAuth
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.pages import page
-from bot.wording import prefix
+from bot.wording import declined_why, prefix
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class WebServer:
         try:
             login = await oauth.check_link(request.match_info["state"])
         except LoginFailed as exc:
-            return _html(exc.status, page(exc.title, exc.page))
+            return _failed_page(exc)
         network, _, user_id = login.user_key.partition(":")
         who = f"{network.capitalize()} user {login.display_name} ({user_id})"
         return _html(
@@ -173,7 +173,7 @@ class WebServer:
         try:
             login = await oauth.check_link(request.match_info["state"])
         except LoginFailed as exc:
-            return _html(exc.status, page(exc.title, exc.page))
+            return _failed_page(exc)
         raise web.HTTPSeeOther(oauth.authorization_url(login))
 
     async def _callback(self, request: web.Request) -> web.Response:
@@ -181,9 +181,9 @@ class WebServer:
         try:
             linked = await oauth.finish(request.query)
         except LoginFailed as exc:
-            if exc.login is not None and exc.chat:
-                await self._on_failed(exc)
-            return _html(exc.status, page(exc.title, exc.page))
+            if exc.login is not None:
+                await self._on_failed(exc)  # the chat hears of it, if there is anything to say
+            return _failed_page(exc)
         await self._on_linked(linked)
         return _html(
             200,
@@ -209,3 +209,52 @@ def _route(request: web.Request) -> str:
 
 def _html(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
+
+
+_AGAIN = "Send /connect to the bot for a new one."
+# What the browser shows when a login links nothing: status, title, the page's sentence.
+_FAILED: dict[LoginReason, tuple[int, str, str]] = {
+    "unknown": (404, "This link is not valid", f"This login link is unknown. {_AGAIN}"),
+    "used": (409, "This link was already used", f"Each login link works once. {_AGAIN}"),
+    "expired": (410, "This link has expired", f"Login links work for 10 minutes. {_AGAIN}"),
+    "not_allowed": (
+        403,
+        "Sending was not allowed",
+        "On Google's page the box 'Send email on your behalf' was not ticked, so this bot could "
+        "not send mail for you and nothing was linked. Send /connect to the bot and tick that "
+        "box.",
+    ),
+    "incomplete": (
+        502,
+        "Google's answer was incomplete",
+        "Google did not send what the bot needs, so nothing was linked. Send /connect to the "
+        "bot to try again.",
+    ),
+    "broken_client": (
+        502,
+        "The bot's Google setup is broken",
+        "Google refused this bot's own credentials, so nothing was linked; this is not your "
+        "account's fault. The bot's operator must fix its Google setup.",
+    ),
+    "refused": (
+        400,
+        "Google did not confirm the login",
+        "Google refused to complete this login, so nothing was linked. Send /connect to the bot "
+        "for a new link.",
+    ),
+    "unreachable": (
+        502,
+        "Google could not be reached",
+        "Google's sign-in service did not answer, so nothing was linked. Send /connect to the "
+        "bot for a new link and try again.",
+    ),
+}
+
+
+def _failed_page(failure: LoginFailed) -> web.Response:
+    if failure.reason == "declined":
+        why = declined_why(failure.error)
+        text = f"Nothing was linked: {why}. Send /connect to the bot to try again."
+        return _html(400, page("Gmail was not connected", text))
+    status, title, text = _FAILED[failure.reason]
+    return _html(status, page(title, text))

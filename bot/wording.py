@@ -105,3 +105,30 @@ def attachment_refused(refused: AttachmentRefused) -> str:
     if refused.detail:
         return f"The file could not be downloaded ({refused.detail}); try again."
     return f"The file could not be downloaded from {network}; try again."
+
+
+def declined_why(error: str) -> str:
+    """Say why a login came back with Google's ``error=`` (the user declined, or another)."""
+    if error == "access_denied":
+        return "you did not allow access on Google's page"
+    return "Google reported an error"
+
+
+# What the chat hears when a login links nothing (the browser shows a page: bot/web.py).
+_LOGIN_FAILED = {
+    "not_allowed": "the box 'Send email on your behalf' was not ticked on Google's page. "
+    "Send /connect and tick it.",
+    "incomplete": "Google's answer was incomplete. Send /connect again.",
+    "broken_client": "Google refused this bot's own credentials; the bot's operator must fix "
+    "its Google setup.",
+    "refused": "Google refused to complete the login. Send /connect for a new link.",
+    "unreachable": "Google's sign-in service did not answer. Send /connect for a new link.",
+}
+
+
+def login_failed_text(reason: str, error: str = "") -> str:
+    """Tell the chat why a login linked nothing; empty when the chat need not hear of it."""
+    if reason == "declined":
+        return f"❌ Gmail was not connected: {declined_why(error)}. Send /connect to try again."
+    said = _LOGIN_FAILED.get(reason)
+    return f"❌ Gmail was not connected: {said}" if said else ""

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlencode
 
 from bot.google.client import GMAIL_SEND, SCOPES, GoogleClient
@@ -24,18 +25,23 @@ from bot.store.accounts import Account, Accounts, PendingLogin
 log = logging.getLogger(__name__)
 
 
+# Why a login did not link an account; web.py shows each as a page, wording.py tells the chat.
+LoginReason = Literal[
+    "unknown", "used", "expired", "declined", "not_allowed", "incomplete", "broken_client",
+    "refused", "unreachable",
+]  # fmt: skip
+
+
 class LoginFailed(Exception):
-    """The callback could not link an account: an HTTP status, a page, and a chat message."""
+    """The callback could not link an account, for ``reason`` (``error``: Google's error=)."""
 
     def __init__(
-        self, status: int, title: str, page: str, chat: str, login: PendingLogin | None = None
+        self, reason: LoginReason, login: PendingLogin | None = None, error: str = ""
     ) -> None:
-        super().__init__(title)
-        self.status = status
-        self.title = title
-        self.page = page
-        self.chat = chat
+        super().__init__(reason)
+        self.reason: LoginReason = reason
         self.login = login
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,28 +74,11 @@ class OAuth:
         """Return the pending login for a connect page, or raise LoginFailed."""
         login = await self._accounts.find_login(state)
         if login is None:
-            raise LoginFailed(
-                404,
-                "This link is not valid",
-                "This login link is unknown. Send /connect to the bot for a new one.",
-                "",
-            )
+            raise LoginFailed("unknown")
         if login.used:
-            raise LoginFailed(
-                409,
-                "This link was already used",
-                "Each login link works once. Send /connect to the bot for a new one.",
-                "",
-                login,
-            )
+            raise LoginFailed("used", login)
         if login.expires_at < time.time():
-            raise LoginFailed(
-                410,
-                "This link has expired",
-                "Login links work for 10 minutes. Send /connect to the bot for a new one.",
-                "",
-                login,
-            )
+            raise LoginFailed("expired", login)
         return login
 
     def authorization_url(self, login: PendingLogin) -> str:
@@ -114,51 +103,18 @@ class OAuth:
         state = query.get("state", "")
         login = await self.check_link(state)
         if not await self._accounts.consume_login(state):  # lost a race with another callback
-            raise LoginFailed(
-                409,
-                "This link was already used",
-                "Each login link works once. Send /connect to the bot for a new one.",
-                "",
-                login,
-            )
-        if query.get("error"):
-            why = (
-                "you did not allow access on Google's page"
-                if query["error"] == "access_denied"
-                else "Google reported an error"
-            )
-            raise LoginFailed(  # the error= parameter is whatever the browser brought: a 4xx
-                400,
-                "Gmail was not connected",
-                f"Nothing was linked: {why}. Send /connect to the bot to try again.",
-                f"Gmail was not connected: {why}. Send /connect to try again.",
-                login,
-            )
+            raise LoginFailed("used", login)
+        if query.get("error"):  # whatever the browser brought: a 4xx
+            raise LoginFailed("declined", login, query["error"])
         token = await self._exchange(login, query.get("code", ""))
         # RFC 6749 5.1: scope may be left out when it is what was asked for.
         granted = _scopes(token["scope"]) if "scope" in token else set(SCOPES)
         if GMAIL_SEND not in granted:
-            raise LoginFailed(
-                403,
-                "Sending was not allowed",
-                "On Google's page the box 'Send email on your behalf' was not ticked, so this "
-                "bot could not send mail for you and nothing was linked. Send /connect to the "
-                "bot and tick that box.",
-                "Gmail was not connected: the box 'Send email on your behalf' was not ticked on "
-                "Google's page. Send /connect and tick it.",
-                login,
-            )
+            raise LoginFailed("not_allowed", login)
         address = address_from(token.get("id_token"), self.client.client_id)
         refresh_token, access_token = token.get("refresh_token"), token.get("access_token")
         if not address or not isinstance(refresh_token, str) or not refresh_token:
-            raise LoginFailed(
-                502,
-                "Google's answer was incomplete",
-                "Google did not send what the bot needs, so nothing was linked. "
-                "Send /connect to the bot to try again.",
-                "Gmail was not connected: Google's answer was incomplete. Send /connect again.",
-                login,
-            )
+            raise LoginFailed("incomplete", login)
         old = await self._accounts.get(login.user_key)
         await self._accounts.save(login.user_key, address, refresh_token, tuple(sorted(granted)))
         log.info("linked a Google account for a %s user", login.user_key.partition(":")[0])
@@ -196,35 +152,11 @@ class OAuth:
         except OAuthRefused as exc:
             log.warning("code exchange refused: %s", exc)
             if exc.client_fault:
-                raise LoginFailed(
-                    502,
-                    "The bot's Google setup is broken",
-                    "Google refused this bot's own credentials, so nothing was linked; this is "
-                    "not your account's fault. The bot's operator must fix its Google setup.",
-                    "Gmail was not connected: Google refused this bot's own credentials; the "
-                    "bot's operator must fix its Google setup.",
-                    login,
-                ) from None
-            raise LoginFailed(
-                400,
-                "Google did not confirm the login",
-                "Google refused to complete this login, so nothing was linked. "
-                "Send /connect to the bot for a new link.",
-                "Gmail was not connected: Google refused to complete the login. "
-                "Send /connect for a new link.",
-                login,
-            ) from None
+                raise LoginFailed("broken_client", login) from None
+            raise LoginFailed("refused", login) from None
         except EndpointDown as exc:
             log.warning("code exchange failed: %s", exc)
-            raise LoginFailed(
-                502,
-                "Google could not be reached",
-                "Google's sign-in service did not answer, so nothing was linked. "
-                "Send /connect to the bot for a new link and try again.",
-                "Gmail was not connected: Google's sign-in service did not answer. "
-                "Send /connect for a new link.",
-                login,
-            ) from None
+            raise LoginFailed("unreachable", login) from None
 
 
 def _scopes(value: object) -> set[str]:
