@@ -4,6 +4,7 @@ recorded Bot API updates and Matrix events into the core's messages, and replies
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,21 @@ from adapters.ratelimit import Backoff
 from adapters.telegram import TelegramAdapter
 from adapters.telegram import translate as tg
 from adapters.telegram.shape import BadUpdate
-from bot.chat import Addressed, Attachments, Button, ChatAdapter, DeepLinks, DirectChats, Reply
+from bot.chat import (
+    Addressed,
+    AttachmentRefused,
+    Attachments,
+    Button,
+    ChatAdapter,
+    DeepLinks,
+    DirectChats,
+    Invite,
+    Reply,
+)
 from bot.config import MatrixConfig, TelegramConfig
+from bot.policy import admits
+from bot.wording import attachment_refused
+from tests.conftest import make_config, start_bench
 
 ALICE = {"id": 1001, "is_bot": False, "first_name": "Alice", "last_name": "Liddell"}
 ALICE_AT = ALICE | {"username": "alice"}
@@ -309,3 +323,62 @@ def test_backoff_doubles_to_its_cap_and_starts_over_after_a_success() -> None:
     assert [backoff.failed() for _ in range(4)] == [2.0, 4.0, 5.0, 5.0]
     backoff.succeeded()
     assert backoff.failed() == 2.0
+
+
+# What the adapters leave to the core: which invites to take, the greeting, the file sentences.
+
+
+def test_the_core_admits_invites_from_the_allow_list_only() -> None:
+    admit = admits(("matrix:@*:example.org",))
+    assert admit(Invite("matrix", "@alice:example.org", "!r:example.org"))
+    assert not admit(Invite("matrix", "@x:evil.example:example.org", "!r:example.org"))
+    assert admits(())(Invite("matrix", "@anyone:else.org", "!r:else.org"))  # no list: all
+
+
+async def test_a_room_joined_on_invite_is_greeted_by_the_core(tmp_path: Path) -> None:
+    async for bench in start_bench(make_config(tmp_path), platform="matrix"):
+        joined = replace(bench.chat.message("", event_key="join:!r:x"), joined=True)
+        await bench.core.handle(joined)
+        (said,) = bench.chat.replies
+        assert said.text.startswith("Hello Alice! mailbridge sends email")
+        assert "!mail" in said.text
+
+
+@pytest.mark.parametrize(
+    ("refused", "sentence"),
+    [
+        (
+            AttachmentRefused(
+                "too_large", "telegram", size=40 * 2**20, limit=20 * 2**20, by_network=True
+            ),
+            "Telegram lets bots download files up to 20 MB; this one is 40.0 MB, so it cannot "
+            "be attached. Nothing was sent.",
+        ),
+        (
+            AttachmentRefused("too_large", "matrix", size=36 * 2**20, limit=35 * 2**20),
+            "That file is 36.0 MB; Gmail takes at most 35 MB per message, so it cannot be "
+            "attached. Nothing was sent.",
+        ),
+        (
+            AttachmentRefused("refused", "telegram", detail="file is too big"),
+            "Telegram would not hand over the file (file is too big).",
+        ),
+        (
+            AttachmentRefused("unreachable", "telegram"),
+            "The file could not be downloaded from Telegram; try again.",
+        ),
+        (
+            AttachmentRefused("unreachable", "matrix", detail="404 Not Found"),
+            "The file could not be downloaded (404 Not Found); try again.",
+        ),
+        (
+            AttachmentRefused("undecryptable", "matrix"),
+            "The file could not be decrypted, so it was not attached.",
+        ),
+    ],
+    ids=["over telegram's limit", "over gmail's", "refused", "unreachable", "no answer", "keys"],
+)
+def test_a_file_the_network_does_not_hand_over_is_one_sentence(
+    refused: AttachmentRefused, sentence: str
+) -> None:
+    assert attachment_refused(refused) == sentence
