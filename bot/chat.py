@@ -9,6 +9,15 @@ from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
+class Quoted:
+    """The text message a command replies to, as the network showed it (for /mail to forward)."""
+
+    author: str  # display name of who wrote it
+    sent_at: float  # POSIX seconds, when it was sent
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One incoming chat message, as an adapter hands it to the core."""
 
@@ -21,6 +30,7 @@ class Message:
     event_key: str  # stable per platform: Telegram "chat_id:message_id", Matrix event id
     attachment: str | None = None  # a file the command replies to; fetched by the adapter
     joined: bool = False  # the bot just joined ``room`` on this user's invite: text is empty
+    quoted: Quoted | None = None  # the text message this one replies to, if any
 
     @property
     def user_key(self) -> str:
@@ -59,6 +69,7 @@ class Reply:
     buttons: tuple[Button, ...] = field(default=())
     reply_to: str | None = None  # event key of the message answered
     no_preview: bool = False  # ask the platform not to fetch link previews
+    ask: bool = False  # a question: open the user's reply box (Telegram ForceReply)
 
 
 @dataclass(frozen=True, slots=True)

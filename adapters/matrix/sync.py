@@ -26,9 +26,16 @@ from nio import (
     SyncError,
 )
 
-from adapters.matrix.translate import PLATFORM, media_ref, replied_to, to_message
+from adapters.matrix.translate import (
+    PLATFORM,
+    media_ref,
+    quoted,
+    replied_to,
+    strip_fallback,
+    to_message,
+)
 from adapters.ratelimit import Backoff
-from bot.chat import Admit, Handler, Invite
+from bot.chat import Admit, Handler, Invite, Quoted
 from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -137,7 +144,8 @@ class Sync:
         if event.sender == self.client.user_id:
             return  # our own messages come back in the sync
         target = replied_to(event)
-        self._spawn(self._hand(room, event.sender, event.body, event.event_id, target))
+        text = strip_fallback(event.body) if target else event.body
+        self._spawn(self._hand(room, event.sender, text, event.event_id, target))
 
     async def _on_reaction(self, room: MatrixRoom, event: ReactionEvent) -> None:
         command = self._buttons.get(event.reacts_to, {}).get(event.key)
@@ -184,29 +192,36 @@ class Sync:
     ) -> None:
         if self._handler is None:
             return
-        attachment = await self._attachment(room.room_id, target) if target else None
-        message = to_message(room, sender, text, event_key, attachment, joined=joined)
+        attachment, quote = await self._replied(room, target) if target else (None, None)
+        message = to_message(
+            room, sender, text, event_key, attachment, joined=joined, quoted=quote
+        )
         try:
             await self._handler(message)
         except Exception:
             log.exception("handling a Matrix event failed")
 
-    async def _attachment(self, room_id: str, event_id: str) -> str | None:
-        """Return the reference of the media event ``event_id`` (remembered, or fetched)."""
+    async def _replied(self, room: MatrixRoom, event_id: str) -> tuple[str | None, Quoted | None]:
+        """Return the file (its reference) or the text of the event a command replies to,
+        fetched and, in an encrypted room, decrypted with the room key the bot holds."""
         if event_id in self._media:
-            return self._media[event_id]
-        result = await self.client.room_get_event(room_id, event_id)
+            return self._media[event_id], None
+        result = await self.client.room_get_event(room.room_id, event_id)
         if isinstance(result, RoomGetEventError):
-            return None
+            log.info("the event a command replies to could not be fetched: %s", result.message)
+            return None, None
         event = result.event
         if isinstance(event, MegolmEvent):
             try:
                 event = self.client.decrypt_event(event)
-            except Exception:
-                return None
+            except Exception as exc:  # no room key for it: the bot was not there, say
+                log.info("the event a command replies to cannot be decrypted: %s", exc)
+                return None, None
         if isinstance(event, RoomMessageMedia | RoomEncryptedMedia):
-            return media_ref(event)
-        return None
+            return media_ref(event), None
+        if isinstance(event, RoomMessageText):
+            return None, quoted(room, event)
+        return None, None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)

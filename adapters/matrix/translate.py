@@ -9,7 +9,7 @@ from typing import Any
 
 from nio import MatrixRoom, RoomEncryptedMedia, RoomMessageMedia, RoomMessageText
 
-from bot.chat import Message, Reply
+from bot.chat import Message, Quoted, Reply
 
 PLATFORM = "matrix"
 # Matrix has no buttons: a reply's buttons become reactions the bot puts on its own message.
@@ -24,6 +24,7 @@ def to_message(
     attachment: str | None = None,
     *,
     joined: bool = False,
+    quoted: Quoted | None = None,
 ) -> Message:
     """Return the Message ``sender`` sent in ``room`` (a reaction's command, or a join's none)."""
     return Message(
@@ -36,6 +37,7 @@ def to_message(
         event_key=event_key,
         attachment=attachment,
         joined=joined,
+        quoted=quoted,
     )
 
 
@@ -44,6 +46,27 @@ def replied_to(event: RoomMessageText) -> str | None:
     relates = event.source.get("content", {}).get("m.relates_to", {})
     target = relates.get("m.in_reply_to", {}).get("event_id")
     return target if isinstance(target, str) else None
+
+
+def strip_fallback(body: str) -> str:
+    """Return a reply's body without the quote of its target that older clients put first
+    (Matrix client-server spec, "Fallbacks for rich replies": "> " lines, then an empty line)."""
+    lines = body.split("\n")
+    if not lines or not lines[0].startswith("> "):
+        return body
+    n = 0
+    while n < len(lines) and lines[n].startswith(">"):
+        n += 1
+    if n < len(lines) and lines[n] == "":
+        return "\n".join(lines[n + 1 :])
+    return body
+
+
+def quoted(room: MatrixRoom, event: RoomMessageText) -> Quoted:
+    """Return the text message ``event`` as a command replying to it quotes it."""
+    text = strip_fallback(event.body) if replied_to(event) else event.body
+    author = room.user_name(event.sender) or event.sender
+    return Quoted(author, event.server_timestamp / 1000, text)
 
 
 def notice(reply: Reply) -> tuple[dict[str, Any], dict[str, str]]:

@@ -10,7 +10,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
 from telegram import Message as TgMessage
 
 from adapters.telegram.shape import clean_update
-from bot.chat import Message, Reply
+from bot.chat import Message, Quoted, Reply
 
 PLATFORM = "telegram"
 MAX_TEXT = 4096  # characters (UTF-16 code units) per message
@@ -53,6 +53,7 @@ def to_message(update: Update) -> Message | None:
         text=text,
         event_key=f"{msg.chat.id}:{msg.message_id}",
         attachment=_attachment_ref(msg.reply_to_message or msg),
+        quoted=_quoted(msg.reply_to_message),
     )
 
 
@@ -104,6 +105,19 @@ def message_id(event_key: str | None, room: str) -> int | None:
 
 def _name(user: User) -> str:
     return user.full_name + (f" (@{user.username})" if user.username else "")
+
+
+def _quoted(msg: TgMessage | None) -> Quoted | None:
+    """Return the text message a command replies to. In a group in privacy mode the bot gets
+    only commands and replies to its own messages, but a command that replies to anyone's
+    message carries that message whole in ``reply_to_message`` (Bot API, Message object)."""
+    if msg is None or not msg.text:
+        return None  # a file's caption is not forwarded: the file itself is attached
+    if msg.from_user is not None:
+        author = _name(msg.from_user)
+    else:  # a channel post or an anonymous group admin
+        author = (msg.sender_chat.title if msg.sender_chat else None) or "someone"
+    return Quoted(author, msg.date.timestamp(), msg.text)
 
 
 def _attachment_ref(msg: TgMessage) -> str | None:

@@ -11,6 +11,7 @@ from bot.chat import Attachment, AttachmentRefused, Attachments, Button, Message
 from bot.commands.context import Ctx, Private
 from bot.compose import compose
 from bot.errors import BotError
+from bot.forward import default_subject, with_forward
 from bot.grammar import parse_mail
 from bot.policy import check_send_budget
 from bot.store.outbox_rows import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
@@ -33,7 +34,12 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
         )
         if isinstance(aliases, BaseException):
             raise aliases
+        quoted = message.quoted
+        if quoted is not None:  # a reply to a text message: forward it
+            args = with_forward(args, quoted)
         request = parse_mail(args, aliases)
+        if quoted is not None:
+            request = default_subject(request, quoted)
         if isinstance(sender, BaseException):
             raise sender
         if message.attachment is not None:

@@ -60,6 +60,7 @@ TABLE: tuple[Entry, ...] = (
             "    <to>: addresses or aliases separated by commas, no spaces; cc:addr or bcc:addr",
             "    example: {p}mail bob@example.com Lunch? | Free on Friday?",
             "    reply to a file or photo with {p}mail to attach it",
+            "    reply to a text with {p}mail <to> [subject] to forward it",
         ),
         "send a mail: /mail <to> <subject> | <body>",
         1,
