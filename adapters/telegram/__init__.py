@@ -216,6 +216,7 @@ class TelegramAdapter:
                     if no_preview
                     else None,
                 )
+                self._limiter.sent(room, is_group)
                 return
             except RetryAfter as exc:
                 wait = seconds(exc.retry_after)
