@@ -249,3 +249,15 @@ def test_check_names_a_missing_library_in_one_line(tmp_path: Path, module: str, 
     [line] = result.stderr.splitlines()
     assert line.startswith(says), line
     assert line.endswith("install mailbridge again with `pip install .`"), line
+
+
+def test_readmes_first_command_is_the_install_the_tests_run() -> None:
+    # A newcomer's first command must install mailbridge the way .venv-run does (a plain,
+    # non-editable `pip install .` with no extras), or the suite tests something else.
+    readme = (ROOT / "README.md").read_text()
+    first = re.search(r"```sh\n(.+?)\n```", readme, re.S)
+    assert first is not None
+    assert re.search(r"pip install \.(\s|$)", first.group(1)), first.group(1)
+    assert "-e" not in first.group(1).split()
+    assert "[" not in first.group(1)
+    assert "mailbridge" in first.group(1).split("&&")[-1]  # and it runs it (trial mode)
