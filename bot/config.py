@@ -28,6 +28,7 @@ class BotConfig:
     allowed_users: tuple[str, ...] = ()
     sends_per_minute: int = 10
     sends_per_day: int = 200
+    link_code_seconds: int = 600  # how long a /link code (joining two networks) lives
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json": one JSON object a line
 
@@ -240,6 +241,8 @@ def _validate(c: Config) -> None:
             )
     if c.bot.sends_per_minute < 1 or c.bot.sends_per_day < 1:
         raise ConfigError("[bot] sends_per_minute and sends_per_day must be at least 1")
+    if c.bot.link_code_seconds < 1:
+        raise ConfigError("[bot] link_code_seconds must be at least 1 (default 600)")
     _choice("[bot] log_format", c.bot.log_format, ("text", "json"))
     for key in ("listen", "metrics_listen"):
         value = getattr(c.web, key)

@@ -24,7 +24,9 @@ from bot.outbox import Outbox, Outcome
 from bot.policy import check_allowed
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
+from bot.store.link_codes import LinkCodes
 from bot.store.outbox_rows import OutboxRow
+from bot.store.people import People
 from bot.store.seen import Claims
 from bot.store.vault import SecretBox
 from bot.wording import APOLOGY, prefix
@@ -65,6 +67,8 @@ class Core:
             oauth,
             self.network,
             self.say,
+            People(db),
+            LinkCodes(db, config.bot.link_code_seconds),
         )
         self.notices = Notices(self.ctx)
 
@@ -147,9 +151,11 @@ class Core:
         if handler is None:
             p = prefix(message.platform)
             return Reply(f"I don't know {p}{command.name}. Type {p}help for what I can do.")
-        if minimal_in(self.ctx, message, command):
-            return await answer_privately(self.ctx, message, command, handler)
-        answer = await handler(self.ctx, message, command.args)
+        # Resolved once: the handler stores and reads under the author's person (bot.store.people).
+        ctx = replace(self.ctx, person=await self.ctx.people.person(message.user_key))
+        if minimal_in(ctx, message, command):
+            return await answer_privately(ctx, message, command, handler)
+        answer = await handler(ctx, message, command.args)
         return answer.reply if isinstance(answer, Private) else answer
 
     async def _tell_outcome(self, row: OutboxRow, outcome: Outcome) -> None:

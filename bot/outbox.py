@@ -96,17 +96,19 @@ class Outbox:
         held: bool = False,
         due_at: float = 0.0,
         author: str = "",
+        person: str = "",
         limits: tuple[int, int] = (NO_LIMIT, NO_LIMIT),
         now: float | None = None,
     ) -> OutboxRow | None:
-        """Record a mail (queued, or held for a preview) unless ``user_key`` has had ``limits``
+        """Record a mail (queued, or held for a preview) unless its person (``person``, or
+        ``user_key`` when not joined) has had ``limits``
         (per minute, per day) mails accepted already; return its row, or None if over a limit
         or this chat event was recorded before."""
         parts = zip(("to", "cc", "bcc"), (request.to, request.cc, request.bcc), strict=True)
         recipients = {name: [str(a) for a in part] for name, part in parts}
         sealed = self._box.seal(raw)
         new = NewRow(event_key, user_key, room, is_direct, recipients, request.subject, sealed)
-        new = replace(new, held=held, due_at=due_at, author=author)
+        new = replace(new, held=held, due_at=due_at, author=author, person=person)
         return await self.rows.insert(new, limits, time.time() if now is None else now)
 
     async def cancel(self, row_id: int) -> bool:
@@ -231,7 +233,7 @@ class Outbox:
     async def _prepare(self, row: OutboxRow) -> Outcome | None:
         """Run the backend's preparation; return the failure if the send cannot happen."""
         try:
-            await self._backend.prepare(row.user_key)
+            await self._backend.prepare(row.person)
         except SendRefused as exc:
             return Outcome(FAILED, reason=str(exc))
         except Exception:
@@ -244,7 +246,7 @@ class Outbox:
     async def _send(self, row: OutboxRow, raw: bytes) -> Outcome:
         try:
             with self.metrics.timing_send():
-                receipt = await self._backend.send(row.user_key, raw)
+                receipt = await self._backend.send(row.person, raw)
         except SendRefused as exc:
             return Outcome(FAILED, reason=str(exc))
         except SendUnknown as exc:

@@ -48,11 +48,11 @@ def check_allowed(user_key: str, patterns: tuple[str, ...]) -> None:
 
 
 async def check_send_budget(
-    outbox: Outbox, user_key: str, per_minute: int, per_day: int, now: float | None = None
+    outbox: Outbox, person: str, per_minute: int, per_day: int, now: float | None = None
 ) -> None:
-    """Raise RateLimitError if ``user_key`` has used up a send limit (counted from the outbox)."""
+    """Raise RateLimitError if ``person`` has used up a send limit (counted from the outbox)."""
     now = time.time() if now is None else now
-    last_minute, last_day = await outbox.rows.counts_since(user_key, now - 60, now - 86_400)
+    last_minute, last_day = await outbox.rows.counts_since(person, now - 60, now - 86_400)
     if last_minute >= per_minute:
         raise RateLimitError(
             f"You have sent {per_minute} mails in the last minute, the most allowed here. "

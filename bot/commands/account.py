@@ -30,7 +30,7 @@ async def connect(ctx: Ctx, message: Message, args: str) -> Reply | None:
                 buttons=(Button("Connect Gmail", url=url),),
             )
         return Reply("Send /connect to me in a direct chat: login links are never posted here.")
-    existing = await ctx.accounts.get(message.user_key)
+    existing = await ctx.accounts.get(ctx.person)
     link = await ctx.oauth.new_link(message.user_key, message.display_name, room)
     note = f" It replaces the link to {existing.address}." if existing else ""
     text = (
@@ -48,11 +48,11 @@ async def status(ctx: Ctx, message: Message, args: str) -> Reply:
     """Say which Google account is linked, since when, and the last send."""
     if ctx.oauth is None:
         return Reply(TRIAL_CONNECT)
-    account = await ctx.accounts.get(message.user_key)
+    account = await ctx.accounts.get(ctx.person)
     if account is None:
         return Reply("No Gmail is connected. Send /connect in a direct chat with me to link one.")
     since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.connected_at))
-    sent_at = await ctx.outbox.rows.last_sent(message.user_key)
+    sent_at = await ctx.outbox.rows.last_sent(ctx.person)
     last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(sent_at)) if sent_at else "nothing yet"
     return Reply(f"Connected as {account.address} since {since}. Last mail sent: {last}.")
 
@@ -61,7 +61,7 @@ async def disconnect(ctx: Ctx, message: Message, args: str) -> Reply:
     """Revoke the token at Google (best effort) and forget the link."""
     if ctx.oauth is None:
         return Reply(TRIAL_CONNECT)
-    account = await ctx.accounts.get(message.user_key)
+    account = await ctx.accounts.get(ctx.person)
     if account is None:
         return Reply("No Gmail is connected, so there is nothing to disconnect.")
     if await ctx.oauth.unlink(account):

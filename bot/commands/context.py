@@ -12,6 +12,8 @@ from bot.google.oauth import OAuth
 from bot.outbox import Outbox
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
+from bot.store.link_codes import LinkCodes
+from bot.store.people import People
 
 Say = Callable[[str, str, Reply], Awaitable[None]]
 
@@ -26,7 +28,11 @@ class Private:
 
 @dataclass(frozen=True, slots=True)
 class Ctx:
-    """The services a handler works with; ``say(platform, room, reply)`` answers elsewhere."""
+    """The services a handler works with; ``say(platform, room, reply)`` answers elsewhere.
+
+    ``person`` is the key the message's author's data is stored under (bot.store.people): the
+    core resolves it once per message. Gmail links, aliases, history, known recipients and send
+    limits are the person's; direct rooms and the allow-list are the chat account's."""
 
     config: Config
     accounts: Accounts
@@ -36,6 +42,9 @@ class Ctx:
     oauth: OAuth | None
     network: Callable[[str], ChatAdapter | None]
     say: Say
+    people: People
+    codes: LinkCodes
+    person: str = ""  # set per message by the core
 
 
 Handler = Callable[[Ctx, Message, str], Awaitable[Reply | Private | None]]

@@ -24,12 +24,12 @@ PREVIEW_TTL = 600.0
 async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
     """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
     limits = ctx.config.bot
-    budget = (ctx.outbox, message.user_key, limits.sends_per_minute, limits.sends_per_day)
+    budget = (ctx.outbox, ctx.person, limits.sends_per_minute, limits.sends_per_day)
     async with ctx.outbox.busy.hold(gate.READ):
         # Both reads in one trip to the database; a usage error still comes first.
         aliases, sender = await asyncio.gather(
-            ctx.aliases.all(message.user_key),
-            ctx.backend.sender(message.user_key),
+            ctx.aliases.all(ctx.person),
+            ctx.backend.sender(ctx.person),
             return_exceptions=True,
         )
         if isinstance(aliases, BaseException):
@@ -60,7 +60,7 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
             mode == "new_recipients"
             and bool(
                 await ctx.outbox.rows.unknown_recipients(
-                    message.user_key, [str(a) for a in request.recipients]
+                    ctx.person, [str(a) for a in request.recipients]
                 )
             )
         )
@@ -78,6 +78,7 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
             held=held,
             due_at=0.0 if held else now + undo,
             author=message.display_name,
+            person=ctx.person,
             limits=(limits.sends_per_minute, limits.sends_per_day),
             now=now,
         )
@@ -132,12 +133,12 @@ async def _own_row(ctx: Ctx, message: Message, args: str, state: str, what: str)
         row = await ctx.outbox.rows.get(int(number))
         if row is None:
             raise BotError(f"There is no mail #{number}.")
-        if row.user_key != message.user_key:
+        if row.person != ctx.person:
             raise BotError(
                 f"Mail #{row.id} is not yours: only the one who wrote it can {what} it."
             )
         return row
-    row = await ctx.outbox.rows.latest(message.user_key, state)
+    row = await ctx.outbox.rows.latest(ctx.person, state)
     if row is None:
         raise BotError(f"You have no mail to {what}.")
     return row
@@ -189,7 +190,7 @@ async def retry(ctx: Ctx, message: Message, args: str) -> Private:
         raise BotError(
             f"Mail #{row.id} is {row.state}; only failed or unknown mail can be retried."
         )
-    await ctx.backend.sender(message.user_key)  # still connected?
+    await ctx.backend.sender(ctx.person)  # still connected?
     if not await ctx.outbox.rows.requeue(row.id):
         raise BotError(f"Mail #{row.id} can no longer be sent again.")
     ctx.outbox.submit(row, 0.0)
@@ -206,7 +207,7 @@ async def history(ctx: Ctx, message: Message, args: str) -> Reply:
     """List the user's last ten mails with their state (in a direct chat only)."""
     if not message.is_direct:
         raise BotError("Your mail history is private: ask me with /history in a direct chat.")
-    rows = await ctx.outbox.rows.history(message.user_key, 10)
+    rows = await ctx.outbox.rows.history(ctx.person, 10)
     if not rows:
         return Reply("You have not sent any mail through me yet.")
     icons = {"sent": "✅", "failed": "❌", "unknown": "⚠️", "cancelled": "🗑", "held": "📝"}

@@ -115,14 +115,17 @@ class OAuth:
         refresh_token, access_token = token.get("refresh_token"), token.get("access_token")
         if not address or not isinstance(refresh_token, str) or not refresh_token:
             raise LoginFailed("incomplete", login)
-        old = await self._accounts.get(login.user_key)
-        await self._accounts.save(login.user_key, address, refresh_token, tuple(sorted(granted)))
+        # The link is the person's: the chat account may be joined with another network's.
+        owner = await self._accounts.owner(login.user_key)
+        old = await self._accounts.get(owner)
+        granted_scopes = tuple(sorted(granted))
+        await self._accounts.save(owner, address, refresh_token, granted_scopes, login.user_key)
         log.info("linked a Google account for a %s user", login.user_key.partition(":")[0])
         expires_in = token.get("expires_in")
         if isinstance(access_token, str) and isinstance(expires_in, int | float):
-            self._tokens.prime(login.user_key, address, access_token, float(expires_in))
+            self._tokens.prime(owner, address, access_token, float(expires_in))
         else:
-            self._tokens.forget(login.user_key)
+            self._tokens.forget(owner)
         if old is not None:
             await self._retire(old, address)
         return Linked(login, address)
@@ -134,6 +137,10 @@ class OAuth:
         await self._accounts.delete(account.user_key)
         self._tokens.forget(account.user_key)
         return revoked
+
+    def forget(self, user_key: str) -> None:
+        """Drop the cached access token of ``user_key`` (its link moved to another person)."""
+        self._tokens.forget(user_key)
 
     async def _retire(self, old: Account, address: str) -> None:
         """Revoke the refresh token a reconnect replaced, now that the new one is stored.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from bot.store.people import People
 from bot.store.vault import SecretBox
 
 LOGIN_TTL = 600.0  # a login link lives 10 minutes
@@ -23,6 +24,12 @@ class Account:
     refresh_token: str
     scopes: tuple[str, ...]
     connected_at: float
+    made_by: str = ""  # the chat account that made it, when a person holds it ('': user_key)
+
+    @property
+    def maker(self) -> str:
+        """Return the chat account that made this link (it keeps it on /unlink)."""
+        return self.made_by or self.user_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +52,16 @@ class Accounts:
         self._db = db
         self._box = box
         self._rooms: dict[str, str] = {}  # direct rooms known to be stored, to skip the write
+        self._people = People(db)
+
+    async def owner(self, user_key: str) -> str:
+        """Return the person whose link a login by ``user_key`` makes (bot.store.people)."""
+        return await self._people.person(user_key)
 
     async def get(self, user_key: str) -> Account | None:
         """Return the account linked to ``user_key``, if any."""
         rows = await self._db.execute_fetchall(
-            "SELECT user_key, address, refresh_token, scopes, connected_at"
+            "SELECT user_key, address, refresh_token, scopes, connected_at, made_by"
             " FROM accounts WHERE user_key = ?",
             (user_key,),
         )
@@ -62,23 +74,32 @@ class Accounts:
             refresh_token=self._box.open(row[2]).decode(),
             scopes=tuple(str(row[3]).split()),
             connected_at=row[4],
+            made_by=row[5],
         )
 
     async def save(
-        self, user_key: str, address: str, refresh_token: str, scopes: tuple[str, ...]
+        self,
+        user_key: str,
+        address: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        made_by: str = "",
     ) -> None:
-        """Link (or re-link) ``user_key`` to a Google account."""
+        """Link (or re-link) ``user_key`` (a person) to a Google account; ``made_by``: the
+        chat account that made the link, when it is not ``user_key`` itself."""
         await self._db.execute(
-            "INSERT INTO accounts (user_key, address, refresh_token, scopes, connected_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET"
+            "INSERT INTO accounts (user_key, address, refresh_token, scopes, connected_at,"
+            " made_by) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET"
             " address = excluded.address, refresh_token = excluded.refresh_token,"
-            " scopes = excluded.scopes, connected_at = excluded.connected_at",
+            " scopes = excluded.scopes, connected_at = excluded.connected_at,"
+            " made_by = excluded.made_by",
             (
                 user_key,
                 address,
                 self._box.seal(refresh_token.encode()),
                 " ".join(scopes),
                 time.time(),
+                "" if made_by == user_key else made_by,
             ),
         )
 

@@ -101,4 +101,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " CHECK (state IN ('claimed', 'done'))",
         "ALTER TABLE seen_events ADD COLUMN run TEXT NOT NULL DEFAULT ''",
     ),
+    # 7: one person across networks: chat accounts joined into one (the person key is the
+    # first account's own key, so its data stays where it is), the codes that join them, and
+    # which person each mail was sent for (histories and send limits are the person's).
+    (
+        "CREATE TABLE people (user_key TEXT PRIMARY KEY, person TEXT NOT NULL)",
+        "CREATE INDEX people_person ON people (person)",
+        """CREATE TABLE link_codes (
+            code_hash     TEXT PRIMARY KEY,           -- SHA-256 of the code, never the code
+            user_key      TEXT NOT NULL,              -- who asked for it (/link)
+            display_name  TEXT NOT NULL,
+            expires_at    REAL NOT NULL,
+            claimed_by    TEXT NOT NULL DEFAULT '',   -- who typed it (single use)
+            claimer_name  TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE TABLE link_tries (user_key TEXT NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX link_tries_user ON link_tries (user_key, at)",
+        "ALTER TABLE outbox ADD COLUMN person TEXT NOT NULL DEFAULT ''",
+        "UPDATE outbox SET person = user_key",
+        "CREATE INDEX outbox_person_created ON outbox (person, created_at)",
+        # The chat account that made a Gmail link held by a person ('': the person's own).
+        "ALTER TABLE accounts ADD COLUMN made_by TEXT NOT NULL DEFAULT ''",
+    ),
 )

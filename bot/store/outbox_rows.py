@@ -24,7 +24,7 @@ TELLING = 2  # outbox.told: 0 not yet told, 2 being told, 1 told
 NO_LIMIT = 2**62
 _COLUMNS = (
     "id, event_key, user_key, room, is_direct, recipients, subject, state, detail, created_at,"
-    " due_at, author"
+    " due_at, author, person"
 )
 
 
@@ -46,6 +46,7 @@ class OutboxRow:
     created_at: float
     due_at: float
     author: str
+    person: str = ""  # whose mail it is (bot.store.people): ``user_key`` unless joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class NewRow:
     held: bool = False
     due_at: float = 0.0
     author: str = ""
+    person: str = ""  # '': ``user_key`` itself
 
 
 class OutboxRows:
@@ -72,17 +74,17 @@ class OutboxRows:
         self._durable = Durable(db)  # the accept and the claim survive a power cut
 
     async def insert(self, new: NewRow, limits: tuple[int, int], now: float) -> OutboxRow | None:
-        """Insert ``new`` unless its user has had ``limits`` (per minute, per day) rows since
+        """Insert ``new`` unless its person has had ``limits`` (per minute, per day) rows since
         ``now`` or its event was recorded before; return the row, or None."""
         # One statement counts and records, so a burst cannot slip past the limits (SQLite
         # runs one write at a time), and gives the row back. The WHERE also keeps SQLite from
         # reading ON CONFLICT as a join.
         found = await self._durable.fetch(
             "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
-            " state, created_at, updated_at, due_at, author)"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " state, created_at, updated_at, due_at, author, person)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
             " WHERE (SELECT total(created_at >= ?) < ? AND count(*) < ? FROM outbox"
-            "  WHERE user_key = ? AND created_at >= ?)"
+            "  WHERE person = ? AND created_at >= ?)"
             f" ON CONFLICT (event_key) DO NOTHING RETURNING {_COLUMNS}",
             (
                 new.event_key,
@@ -97,29 +99,30 @@ class OutboxRows:
                 now,
                 new.due_at,
                 new.author,
+                new.person or new.user_key,
                 now - 60,
                 limits[0],
                 limits[1],
-                new.user_key,
+                new.person or new.user_key,
                 now - 86_400,
             ),
         )
         return next((_row(r) for r in found), None)
 
-    async def counts_since(self, user_key: str, *since: float) -> list[int]:
-        """Return how many mails ``user_key`` has had accepted since each time in ``since``."""
+    async def counts_since(self, person: str, *since: float) -> list[int]:
+        """Return how many mails ``person`` has had accepted since each time in ``since``."""
         cases = ", ".join("coalesce(sum(created_at >= ?), 0)" for _ in since)
         rows = await self._db.execute_fetchall(
-            f"SELECT {cases} FROM outbox WHERE user_key = ? AND created_at >= ?",
-            (*since, user_key, min(since)),
+            f"SELECT {cases} FROM outbox WHERE person = ? AND created_at >= ?",
+            (*since, person, min(since)),
         )
         return next(([int(n) for n in row] for row in rows), [0] * len(since))
 
-    async def last_sent(self, user_key: str) -> float | None:
-        """Return when the user's newest mail was sent, if ever."""
+    async def last_sent(self, person: str) -> float | None:
+        """Return when the person's newest mail was sent, if ever."""
         rows = await self._db.execute_fetchall(
-            "SELECT max(updated_at) FROM outbox WHERE user_key = ? AND state = ?",
-            (user_key, SENT),
+            "SELECT max(updated_at) FROM outbox WHERE person = ? AND state = ?",
+            (person, SENT),
         )
         return next((float(r[0]) for r in rows if r[0] is not None), None)
 
@@ -130,20 +133,20 @@ class OutboxRows:
         )
         return next((_row(r) for r in rows), None)
 
-    async def latest(self, user_key: str, state: str) -> OutboxRow | None:
-        """Return the user's newest row in ``state``."""
+    async def latest(self, person: str, state: str) -> OutboxRow | None:
+        """Return the person's newest row in ``state``."""
         rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? AND state = ?"
+            f"SELECT {_COLUMNS} FROM outbox WHERE person = ? AND state = ?"
             " ORDER BY id DESC LIMIT 1",
-            (user_key, state),
+            (person, state),
         )
         return next((_row(r) for r in rows), None)
 
-    async def history(self, user_key: str, limit: int = 10) -> list[OutboxRow]:
-        """Return the user's newest rows, newest first."""
+    async def history(self, person: str, limit: int = 10) -> list[OutboxRow]:
+        """Return the person's newest rows (from all its chat accounts), newest first."""
         rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE user_key = ? ORDER BY id DESC LIMIT ?",
-            (user_key, limit),
+            f"SELECT {_COLUMNS} FROM outbox WHERE person = ? ORDER BY id DESC LIMIT ?",
+            (person, limit),
         )
         return [_row(r) for r in rows]
 
@@ -206,12 +209,12 @@ class OutboxRows:
         """Record whether the owner was told (0 no, TELLING under way, 1 yes)."""
         await self._db.execute("UPDATE outbox SET told = ? WHERE id = ?", (told, row_id))
 
-    async def unknown_recipients(self, user_key: str, addresses: list[str]) -> list[str]:
-        """Return the addresses this user has never had a mail sent to."""
+    async def unknown_recipients(self, person: str, addresses: list[str]) -> list[str]:
+        """Return the addresses this person has never had a mail sent to."""
         rows = await self._db.execute_fetchall(
             f"SELECT address FROM known_recipients WHERE user_key = ? AND address IN"
             f" ({', '.join('?' * len(addresses))})",
-            (user_key, *(a.lower() for a in addresses)),
+            (person, *(a.lower() for a in addresses)),
         )
         known = {str(r[0]) for r in rows}
         return [a for a in addresses if a.lower() not in known]
@@ -220,7 +223,7 @@ class OutboxRows:
         """Record a sent row's recipients as known to its owner."""
         addresses = sorted({a.lower() for a in (*row.to, *row.cc, *row.bcc)})
         values = ", ".join("(?, ?)" for _ in addresses)
-        params = [p for a in addresses for p in (row.user_key, a)]
+        params = [p for a in addresses for p in (row.person or row.user_key, a)]
         await self._db.execute(
             f"INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES {values}", params
         )
@@ -243,4 +246,5 @@ def _row(r: Sequence[Any]) -> OutboxRow:
         created_at=float(r[9]),
         due_at=float(r[10]),
         author=str(r[11]),
+        person=str(r[12]) or str(r[2]),
     )
