@@ -8,7 +8,8 @@ import functools
 import importlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,18 @@ def preflight(config: Config, *, console: bool = False, read_client: bool = True
         load_client(config.google)  # a broken client file raises ConfigError naming the key
 
 
-def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core:
-    """Return a core with the mail backend (and consent flow) the configuration asks for."""
+def build_core(
+    config: Config,
+    db: aiosqlite.Connection,
+    box: SecretBox,
+    clock: Callable[[], float] = time.time,
+) -> Core:
+    """Return a core with the mail backend (and consent flow) the configuration asks for;
+    ``clock`` says when scheduled mail is due."""
     metrics = Metrics()
     if config.mail_backend == "outbox":
-        return Core(config, db, box, LocalOutbox(config.mail.outbox_dir), metrics=metrics)
+        backend = LocalOutbox(config.mail.outbox_dir)
+        return Core(config, db, box, backend, metrics=metrics, clock=clock)
     from bot.google.client import load_client
     from bot.google.gmail import GmailBackend
     from bot.google.oauth import OAuth
@@ -81,7 +89,7 @@ def build_core(config: Config, db: aiosqlite.Connection, box: SecretBox) -> Core
     tokens = Tokens(client, Accounts(db, box), metrics=metrics)
     gmail = GmailBackend(client, Accounts(db, box), tokens)
     oauth = OAuth(client, config.web.public_url, Accounts(db, box), tokens)
-    return Core(config, db, box, gmail, oauth, metrics=metrics)
+    return Core(config, db, box, gmail, oauth, metrics=metrics, clock=clock)
 
 
 def chat_adapters(
@@ -146,6 +154,7 @@ class App:
         console: bool = False,
         serve_web: bool = True,
         env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> AsyncIterator[App]:
         """Open the database, build the core, attach ``adapters`` (else the configured ones),
         start the web server and recover the outbox; close it all on leaving."""
@@ -153,7 +162,7 @@ class App:
         backend: MailBackend | None = None
         web: WebServer | None = None
         try:
-            core = build_core(config, db, SecretBox(load_key(key_file(config), env=env)))
+            core = build_core(config, db, SecretBox(load_key(key_file(config), env=env)), clock)
             backend = core.backend
             if serve_web:
                 notices = core.notices

@@ -61,9 +61,11 @@ def compose(
     *,
     markdown: bool = False,
     attachments: tuple[Attachment, ...] = (),
+    signature: str = "",
 ) -> EmailMessage:
     """Return the message for ``request`` sent by ``sender``; with ``markdown``, a
-    multipart/alternative with the text as typed and HTML rendered from it."""
+    multipart/alternative with the text as typed and HTML rendered from it; ``signature``
+    ends both after the "-- " line."""
     msg = EmailMessage(policy=_POLICY)
     msg.set_raw("From", _mailbox("From", sender, sender_name))
     # Gmail reads Bcc from the raw message and strips it before delivery.
@@ -76,9 +78,14 @@ def compose(
     msg.set_raw("Date", format_datetime(now or datetime.now(UTC)))
     # An explicit domain: make_msgid() would otherwise ask DNS for this host's name.
     msg.set_raw("Message-ID", make_msgid(domain=sender.domain))
-    msg.set_content(request.body + "\n", charset="utf-8")
-    if markdown and request.body:
-        msg.add_alternative(markdown_html(request.body), subtype="html", charset="utf-8")
+    text = request.body + "\n"
+    if signature:
+        # RFC 3676 section 4.3: the signature follows a line of exactly "-- ".
+        text = f"{request.body}\n\n-- \n{signature}\n" if request.body else f"-- \n{signature}\n"
+    msg.set_content(text, charset="utf-8")
+    if markdown and (request.body or signature):
+        page = markdown_html(request.body, signature)
+        msg.add_alternative(page, subtype="html", charset="utf-8")
     for item in attachments:
         maintype, _, subtype = item.content_type.partition("/")
         if not maintype or not subtype or any(c in item.content_type for c in "\r\n;"):

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, UsageError
+from bot.when import parse_zone
 
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -31,6 +32,7 @@ class BotConfig:
     link_code_seconds: int = 600  # how long a /link code (joining two networks) lives
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json": one JSON object a line
+    timezone: str = "UTC"  # users' time zone for scheduled mail until they set their own
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,13 @@ def _validate(c: Config) -> None:
     if c.bot.link_code_seconds < 1:
         raise ConfigError("[bot] link_code_seconds must be at least 1 (default 600)")
     _choice("[bot] log_format", c.bot.log_format, ("text", "json"))
+    try:
+        parse_zone(c.bot.timezone)
+    except UsageError:
+        raise ConfigError(
+            f"[bot] timezone: {c.bot.timezone!r} is not a time zone; use a name such as "
+            '"Europe/Berlin" or "UTC"'
+        ) from None
     for key in ("listen", "metrics_listen"):
         value = getattr(c.web, key)
         host, _, port = value.rpartition(":")

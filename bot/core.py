@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import aiosqlite
@@ -28,6 +30,7 @@ from bot.store.link_codes import LinkCodes
 from bot.store.outbox_rows import OutboxRow
 from bot.store.people import People
 from bot.store.seen import Claims
+from bot.store.settings import Settings
 from bot.store.vault import SecretBox
 from bot.wording import APOLOGY, prefix
 
@@ -45,6 +48,7 @@ class Core:
         backend: MailBackend,
         oauth: OAuth | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.db = db
@@ -55,13 +59,16 @@ class Core:
         self.aliases = Aliases(db)
         self.metrics = metrics or Metrics()
         self.metrics.read_state_from(db)
-        self.outbox = Outbox(db, box, backend, self._tell_outcome, metrics=self.metrics)
+        self.outbox = Outbox(
+            db, box, backend, self._tell_outcome, metrics=self.metrics, clock=clock
+        )
         self.claims = Claims(db)
         self._networks: dict[str, ChatAdapter] = {}
         self.ctx = Ctx(
             config,
             self.accounts,
             self.aliases,
+            Settings(db),
             self.outbox,
             backend,
             oauth,

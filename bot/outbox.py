@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 import aiosqlite
@@ -21,6 +21,9 @@ from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
 from bot.gate import CLAIM, RECORD, TELL, Gate
 from bot.grammar import MailRequest
 from bot.metrics import Metrics
+from bot.outcome import Notify as Notify
+from bot.outcome import Outcome as Outcome
+from bot.scheduler import Scheduler
 from bot.store.outbox_rows import (
     CANCELLED,
     FAILED,
@@ -41,18 +44,6 @@ log = logging.getLogger(__name__)
 BUSY = 4  # mails whose own work (not their wait for Gmail) runs at once
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a delivery ended: the new state and, for the user, the receipt or reason."""
-
-    state: str
-    receipt: Receipt | None = None
-    reason: str = ""
-    after_restart: bool = False
-    repeat: bool = False  # a restart cut in while telling it: the owner may have heard it
-
-
-Notify = Callable[[OutboxRow, Outcome], Awaitable[None]]
 T = TypeVar("T")
 
 
@@ -70,9 +61,13 @@ class Outbox:
         notify: Notify,
         concurrency: int = 256,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.rows = OutboxRows(db)
+        self.clock = clock  # when mail is due; tests turn it
+        self.scheduler = Scheduler(self.rows, self.submit, clock)
+        self._live: set[int] = set()  # rows with a delivery task
         self._box = box
         self._backend = backend
         self._notify = notify
@@ -119,11 +114,15 @@ class Outbox:
         return cancelled
 
     def submit(self, row: OutboxRow, due_at: float | None = None) -> None:
-        """Deliver a queued row in the background, not before ``due_at`` (the row's if None)."""
+        """Deliver a queued row not before ``due_at`` (the row's if None): in the background,
+        or through the scheduler if it is due later."""
         when = row.due_at if due_at is None else due_at
+        if row.id in self._live or self.scheduler.later(when):
+            return
+        self._live.add(row.id)
         task = asyncio.create_task(self._deliver(row, when), name=f"outbox-{row.id}")
         self._tasks.add(task)
-        task.add_done_callback(self._ended)
+        task.add_done_callback(functools.partial(self._ended, row_id=row.id))
 
     async def drain(self) -> None:
         """Wait until every delivery under way has ended."""
@@ -133,6 +132,7 @@ class Outbox:
     async def close(self) -> None:
         """Wait for deliveries under way; stop waiting to retell (a restart retells)."""
         self._closing = True
+        await self.scheduler.close()
         await self.drain()
         for task in list(self._retells):
             task.cancel()
@@ -161,7 +161,8 @@ class Outbox:
                 outcome = Outcome(row.state, receipt=receipt, reason=reason, repeat=repeat)
                 await self._tell(row, outcome)
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
+    def _ended(self, task: asyncio.Task[None], row_id: int = 0) -> None:
+        self._live.discard(row_id)
         self._tasks.discard(task)
         self._retells.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -188,8 +189,8 @@ class Outbox:
                 delay = min(delay * 2, self.db_retry_max)
 
     async def _deliver(self, row: OutboxRow, due_at: float) -> None:
-        if due_at > time.time():  # the undo window; a cancel meanwhile ends it below
-            await asyncio.sleep(due_at - time.time())
+        if due_at > self.clock():  # the undo window; a cancel meanwhile ends it below
+            await asyncio.sleep(due_at - self.clock())
         async with self._slots:
             # Steps that send nothing (a token refresh) come before the row is marked as
             # leaving, so a crash during them cannot make a mail's outcome unknown.
@@ -209,7 +210,7 @@ class Outbox:
             try:
                 async with self.busy.hold(RECORD):
                     # Both writes in one trip to the database.
-                    detail = _detail(outcome)
+                    detail = outcome.detail()
                     done = await asyncio.gather(
                         self._persist(
                             row_id, lambda: self.rows.decide(row_id, outcome.state, detail)
@@ -294,7 +295,3 @@ class Outbox:
     async def _tell_later(self, row: OutboxRow, outcome: Outcome) -> None:
         await asyncio.sleep(self.retell_after)
         await self._tell(row, outcome)
-
-
-def _detail(outcome: Outcome) -> str | None:
-    return outcome.receipt.message_id if outcome.receipt else (outcome.reason or None)

@@ -3,6 +3,8 @@ remote content."""
 
 from __future__ import annotations
 
+import html
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -16,8 +18,9 @@ _TAGS = {
 }  # fmt: skip
 
 
-def markdown_html(text: str) -> str:
-    """Render ``text`` as markdown into a small, sanitised HTML document."""
+def markdown_html(text: str, signature: str = "") -> str:
+    """Render ``text`` as markdown into a small, sanitised HTML document, ending with
+    ``signature`` as plain text after the "-- " separator."""
     body = nh3.clean(
         _MD.render(text),
         tags=_TAGS,
@@ -26,4 +29,7 @@ def markdown_html(text: str) -> str:
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
+    if signature:
+        lines = "<br>\n".join(html.escape(line) for line in signature.split("\n"))
+        body += f'<p class="signature">-- <br>\n{lines}</p>'
     return f'<!doctype html><html><head><meta charset="utf-8"></head><body>{body}</body></html>'

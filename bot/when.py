@@ -77,6 +77,14 @@ def parse_when(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     raise _bad(text)
 
 
+def split_at(args: str) -> tuple[str | None, str]:
+    """Split a leading ``at:<when>`` off ``/mail``'s arguments: (the when or None, the rest)."""
+    parts = args.lstrip().split(None, 1)
+    if parts and parts[0][:3].lower() == "at:":
+        return parts[0][3:], parts[1] if len(parts) > 1 else ""
+    return None, args
+
+
 def parse_zone(name: str) -> ZoneInfo:
     """Return the IANA time zone ``name`` (e.g. Europe/Berlin), or say how to find one."""
     clean = name.strip()

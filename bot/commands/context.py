@@ -14,6 +14,7 @@ from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.link_codes import LinkCodes
 from bot.store.people import People
+from bot.store.settings import Settings
 
 Say = Callable[[str, str, Reply], Awaitable[None]]
 
@@ -37,6 +38,7 @@ class Ctx:
     config: Config
     accounts: Accounts
     aliases: Aliases
+    settings: Settings
     outbox: Outbox
     backend: MailBackend
     oauth: OAuth | None

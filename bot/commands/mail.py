@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from bot import gate
 from bot.chat import Attachment, AttachmentRefused, Attachments, Button, Message, Reply
 from bot.commands.context import Ctx, Private
+from bot.commands.personal import user_zone, zone_of
 from bot.compose import compose
 from bot.errors import BotError
 from bot.forward import default_subject, with_forward
 from bot.grammar import parse_mail
 from bot.policy import check_send_budget
 from bot.store.outbox_rows import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
+from bot.store.settings import SIGNATURE
+from bot.when import parse_when, shown, split_at
 from bot.wording import attachment_refused, preview_text, recipients_shown, subject_shown
 
 MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit per message as sent
@@ -25,11 +30,13 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
     """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
     limits = ctx.config.bot
     budget = (ctx.outbox, ctx.person, limits.sends_per_minute, limits.sends_per_day)
+    at, args = split_at(args)
     async with ctx.outbox.busy.hold(gate.READ):
-        # Both reads in one trip to the database; a usage error still comes first.
-        aliases, sender = await asyncio.gather(
+        # The reads in one trip to the database; a usage error still comes first.
+        aliases, sender, settings = await asyncio.gather(
             ctx.aliases.all(ctx.person),
             ctx.backend.sender(ctx.person),
+            ctx.settings.all(ctx.person),
             return_exceptions=True,
         )
         if isinstance(aliases, BaseException):
@@ -40,6 +47,10 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
         request = parse_mail(args, aliases)
         if quoted is not None:
             request = default_subject(request, quoted)
+        if isinstance(settings, BaseException):
+            raise settings
+        zone = zone_of(ctx, settings)
+        when = None if at is None else parse_when(at, _now(ctx), zone)
         if isinstance(sender, BaseException):
             raise sender
         if message.attachment is not None:
@@ -48,7 +59,12 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
     async with ctx.outbox.busy.hold(gate.ACCEPT):
         name = message.display_name if ctx.backend.name == "outbox" else ""
         raw = compose(
-            request, sender, name, markdown=ctx.config.mail.markdown, attachments=attachments
+            request,
+            sender,
+            name,
+            markdown=ctx.config.mail.markdown,
+            attachments=attachments,
+            signature=settings.get(SIGNATURE, ""),
         ).as_bytes()
         if len(raw) > MAX_MESSAGE:
             raise BotError(
@@ -76,7 +92,8 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
             request,
             raw,
             held=held,
-            due_at=0.0 if held else now + undo,
+            # A scheduled mail keeps its time through the preview; else the undo window.
+            due_at=when.timestamp() if when else 0.0 if held else now + undo,
             author=message.display_name,
             person=ctx.person,
             limits=(limits.sends_per_minute, limits.sends_per_day),
@@ -86,8 +103,9 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
             await check_send_budget(*budget, now=now)
             return None
     if held:
+        later = f"\nGoes out {shown(when, zone)}." if when else ""
         preview = Reply(
-            preview_text(row, str(sender), request.body),
+            preview_text(row, str(sender), request.body) + later,
             buttons=(
                 Button("Send", data=f"/send {row.id}"),
                 Button("Cancel", data=f"/cancel {row.id}"),
@@ -98,7 +116,23 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
             preview, f"📝 {who}'s mail #{row.id} waits for their Send in our direct chat."
         )
     ctx.outbox.submit(row)
+    if when:
+        return _scheduled_notice(row, zone, message.display_name)
     return _undo_notice(row, undo, message.display_name)
+
+
+def _now(ctx: Ctx) -> datetime:
+    return datetime.fromtimestamp(ctx.outbox.clock(), UTC)
+
+
+def _scheduled_notice(row: OutboxRow, zone: ZoneInfo, who: str) -> Private:
+    at = shown(datetime.fromtimestamp(row.due_at, UTC), zone)
+    notice = Reply(
+        f"🕒 Mail #{row.id} to {recipients_shown(row)}, {subject_shown(row.subject)} goes out "
+        f"{at}. /cancel {row.id} drops it before then. It counts toward your send limit now.",
+        buttons=(Button("Cancel", data=f"/cancel {row.id}"),),
+    )
+    return Private(notice, f"🕒 {who}'s mail #{row.id} goes out {at} (/cancel {row.id} drops it).")
 
 
 async def _attachments(ctx: Ctx, message: Message) -> tuple[Attachment, ...]:
@@ -156,10 +190,13 @@ async def send(ctx: Ctx, message: Message, args: str) -> Private | None:
             "Send the /mail again."
         )
     undo = ctx.config.mail.undo_seconds
-    due_at = time.time() + undo
+    due_at = max(ctx.outbox.clock() + undo, row.due_at)  # a scheduled mail keeps its time
     if not await ctx.outbox.rows.release(row.id, due_at):
         raise BotError(f"Mail #{row.id} was already sent or cancelled.")
     ctx.outbox.submit(row, due_at)
+    if due_at == row.due_at:
+        zone = await user_zone(ctx)
+        return _scheduled_notice(row, zone, message.display_name)
     return _undo_notice(row, undo, message.display_name)
 
 
@@ -212,7 +249,15 @@ async def history(ctx: Ctx, message: Message, args: str) -> Reply:
         return Reply("You have not sent any mail through me yet.")
     icons = {"sent": "✅", "failed": "❌", "unknown": "⚠️", "cancelled": "🗑", "held": "📝"}
     lines = ["Your last mails (newest first; /retry <number> resends a failed or unknown one):"]
+    zone, now = await user_zone(ctx), ctx.outbox.clock()
     for row in rows:
+        if row.state == QUEUED and row.due_at > now:
+            at = shown(datetime.fromtimestamp(row.due_at, UTC), zone)
+            lines.append(
+                f"🕒 #{row.id} scheduled for {at} (/cancel {row.id}): to "
+                f"{recipients_shown(row, 3)}, {subject_shown(row.subject)}"
+            )
+            continue
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.created_at))
         icon = icons.get(row.state, "⏳")
         lines.append(

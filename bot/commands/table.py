@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from bot.chat import Message, Reply
-from bot.commands import account, alias, mail
+from bot.commands import account, alias, mail, personal
 from bot.commands.context import Ctx, Handler
 from bot.wording import prefix
 
@@ -61,9 +61,25 @@ TABLE: tuple[Entry, ...] = (
             "    example: {p}mail bob@example.com Lunch? | Free on Friday?",
             "    reply to a file or photo with {p}mail to attach it",
             "    reply to a text with {p}mail <to> [subject] to forward it",
+            "    send later: {p}mail at:18:30 <to> … (also at:tomorrow-9:00, at:mon-9:00, "
+            "at:2027-01-04T09:00, at:+2h); {p}cancel <number> drops it",
         ),
         "send a mail: /mail <to> <subject> | <body>",
         1,
+    ),
+    Entry(
+        "timezone",
+        personal.timezone,
+        ("{p}timezone <name> - your time zone for at: (e.g. Europe/Berlin); alone: show it",),
+        "your time zone: /timezone Europe/Berlin",
+        7,
+    ),
+    Entry(
+        "signature",
+        personal.signature,
+        ("{p}signature <text> - end every mail with it (lines allowed); {p}signature off",),
+        "end every mail with a signature",
+        8,
     ),
     Entry("undo", mail.undo, ("{p}undo - stop the mail you just sent, within its undo window",)),
     Entry("send", mail.send, ("{p}send, {p}cancel - answer a preview",)),

@@ -123,4 +123,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # The chat account that made a Gmail link held by a person ('': the person's own).
         "ALTER TABLE accounts ADD COLUMN made_by TEXT NOT NULL DEFAULT ''",
     ),
+    # 8: each person's settings (time zone, signature), and the scheduler's look for the next
+    # queued mail by its due time.
+    (
+        """CREATE TABLE user_settings (
+            user_key  TEXT NOT NULL,                  -- the person (bot.store.people)
+            name      TEXT NOT NULL,
+            value     TEXT NOT NULL,
+            PRIMARY KEY (user_key, name)
+        )""",
+        "CREATE INDEX outbox_state_due ON outbox (state, due_at)",
+    ),
 )

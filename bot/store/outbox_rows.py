@@ -186,6 +186,21 @@ class OutboxRows:
         )
         return [(_row(r[:-1]), r[-1] == TELLING) for r in found]
 
+    async def due(self, before: float) -> list[OutboxRow]:
+        """Return the queued rows due at or before ``before``, the soonest first."""
+        found = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND due_at <= ? ORDER BY due_at",
+            (QUEUED, before),
+        )
+        return [_row(r) for r in found]
+
+    async def next_due(self, after: float) -> float | None:
+        """Return when the first queued row due after ``after`` is due, if any."""
+        found = await self._db.execute_fetchall(
+            "SELECT min(due_at) FROM outbox WHERE state = ? AND due_at > ?", (QUEUED, after)
+        )
+        return next((float(r[0]) for r in found if r[0] is not None), None)
+
     async def claim(self, row_id: int) -> tuple[OutboxRow, bytes] | None:
         """Move a queued row to sending, durably; return it and its sealed content, or None."""
         found = await self._durable.fetch(
