@@ -136,7 +136,8 @@ async def test_minimal_group_hears_no_recipient_of_a_scheduled_mail(tmp_path: Pa
         await b.core.handle(b.chat.message("/mail at:+5m bob@example.com Secret | x", **group))
         in_group = [s.text for s in b.chat.replies if s.room == "group-1"]
         assert in_group == [
-            "🕒 Alice's mail #1 goes out Tue 1 Jun 2027, 10:05 UTC (UTC+00:00) (/cancel 1 drops it)."
+            "🕒 Alice's mail #1 goes out Tue 1 Jun 2027, 10:05 UTC (UTC+00:00)"
+            " (/cancel 1 drops it)."
         ]
         direct = [s.text for s in b.chat.replies if s.room == "dm-1001"]
         assert "bob@example.com" in direct[-1]
