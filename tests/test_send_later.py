@@ -184,3 +184,23 @@ async def test_a_signature_ends_both_parts_once_and_off_removes_it(tmp_path: Pat
         second = parsed(b.eml_files()[1])
         assert second.get_body(("plain",)).get_content() == "Plain\r\n"  # type: ignore[union-attr]
         assert "-- " not in second.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_one_person_has_one_time_zone_and_signature(tmp_path: Path) -> None:
+    clock = Clock(datetime(2027, 6, 1, 10, 0, tzinfo=UTC).timestamp())
+    async for b in bench(tmp_path, clock):
+        await b.core.handle(b.chat.message("/signature Bob", user="1002", name="Bob"))
+        await b.core.handle(b.chat.message("/timezone Asia/Tokyo", user="1002", name="Bob"))
+        await b.core.handle(b.chat.message("/timezone Europe/Berlin"))
+        await b.core.ctx.people.join("telegram:1001", "telegram:1002")
+        # The person's own setting wins a clash; the joined account's others come along.
+        await b.core.handle(b.chat.message("/timezone", user="1002", name="Bob"))
+        assert b.chat.replies[-1].text.startswith("Your time zone is Europe/Berlin.")
+        await b.core.handle(b.chat.message("/signature"))
+        assert b.chat.replies[-1].text.endswith("-- \nBob")
+        await b.core.handle(b.chat.message("/signature off", user="1002", name="Bob"))
+        await b.core.handle(b.chat.message("/signature"))
+        assert b.chat.replies[-1].text.startswith("You have no signature.")
+        await b.core.ctx.people.separate("telegram:1001")
+        await b.core.handle(b.chat.message("/timezone", user="1002", name="Bob"))
+        assert b.chat.replies[-1].text.startswith("Your time zone is Europe/Berlin.")  # a copy

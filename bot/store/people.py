@@ -42,7 +42,7 @@ class People:
 
         ``drop`` names the Gmail link (by its holder's key) to forget when both have one; the
         caller revokes it. A link ``other`` keeps moves to ``person``, remembering who made it;
-        ``person``'s aliases win a clash of names."""
+        ``person``'s aliases and settings win a clash of names."""
         statements: list[Statement] = []
         if drop is not None:
             statements.append(("DELETE FROM accounts WHERE user_key = ?", (drop,)))
@@ -55,6 +55,7 @@ class People:
             ),
             *_move("aliases", "name, address", other, person),
             *_move("known_recipients", "address", other, person),
+            *_move("user_settings", "name, value", other, person),
             ("UPDATE outbox SET person = ? WHERE person = ?", (person, other)),
             (
                 "INSERT INTO people (user_key, person) VALUES (?, ?), (?, ?)"
@@ -67,8 +68,8 @@ class People:
     async def separate(self, person: str) -> list[str]:
         """Undo ``person``'s joins, in one transaction; return the accounts that were joined.
 
-        Each account takes its own mail back and a copy of the address book and known
-        recipients; the Gmail link goes back to the account that made it."""
+        Each account takes its own mail back and a copy of the address book, known recipients
+        and settings; the Gmail link goes back to the account that made it."""
         members = await self.members(person)
         if len(members) < 2:
             return members
@@ -79,6 +80,7 @@ class People:
             statements += [
                 *_copy("aliases", "name, address", person, member),
                 *_copy("known_recipients", "address", person, member),
+                *_copy("user_settings", "name, value", person, member),
                 ("UPDATE outbox SET person = ? WHERE user_key = ?", (member, member)),
                 (
                     "UPDATE accounts SET user_key = ?, made_by = '' WHERE user_key = ?"
