@@ -3,6 +3,7 @@ turns: a scheduled mail is a queued row with its due time, sent once at that tim
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -204,3 +205,28 @@ async def test_one_person_has_one_time_zone_and_signature(tmp_path: Path) -> Non
         await b.core.ctx.people.separate("telegram:1001")
         await b.core.handle(b.chat.message("/timezone", user="1002", name="Bob"))
         assert b.chat.replies[-1].text.startswith("Your time zone is Europe/Berlin.")  # a copy
+
+
+async def test_a_preview_keeps_the_time_and_waiting_mail_holds_no_task(tmp_path: Path) -> None:
+    clock = Clock(datetime(2027, 6, 1, 10, 0, tzinfo=UTC).timestamp())
+    async for b in bench(tmp_path, clock, confirm="always", undo_seconds=10):
+        await b.core.handle(b.chat.message("/mail at:+3d bob@example.com Later | x"))
+        assert "\nGoes out Fri 4 Jun 2027, 10:00 UTC" in b.chat.replies[-1].text
+        await b.core.handle(b.chat.message("/send 1"))
+        assert "goes out Fri 4 Jun 2027, 10:00 UTC" in b.chat.replies[-1].text
+        row = await b.core.outbox.rows.get(1)
+        assert row is not None
+        assert (row.state, row.due_at) == ("queued", clock.now + 3 * 86_400)
+        tasks = len(asyncio.all_tasks())
+        for n in range(2, 10):
+            await b.core.handle(b.chat.message(f"/mail at:+{n}d bob@example.com M{n} | x"))
+            await b.core.handle(b.chat.message(f"/send {n}"))
+        await b.core.outbox.scheduler.looked()
+        assert len(asyncio.all_tasks()) <= tasks  # 9 mails wait, in the database only
+        clock.now += 3 * 86_400
+        await b.core.outbox.scheduler.looked()
+        for subject in ("Later", "M2", "M3"):  # the three then due
+            await b.chat.wait_for(lambda s, subject=subject: sent(s) and f"“{subject}”" in s.text)
+        await b.core.outbox.drain()
+        assert len(b.eml_files()) == 3
+        assert (await b.core.outbox.rows.get(4)).state == "queued"  # type: ignore[union-attr]
