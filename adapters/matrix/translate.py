@@ -13,7 +13,7 @@ from bot.chat import Message, Quoted, Reply
 
 PLATFORM = "matrix"
 # Matrix has no buttons: a reply's buttons become reactions the bot puts on its own message.
-REACTIONS = {"Send": "✅", "Cancel": "❌", "Undo": "↩️"}
+REACTIONS = {"Send": "✅", "Join": "🔗", "Cancel": "❌", "Undo": "↩️"}
 
 
 def to_message(

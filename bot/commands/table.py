@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from bot.chat import Message, Reply
-from bot.commands import account, alias, mail, personal
+from bot.commands import account, alias, identity, mail, personal
 from bot.commands.context import Ctx, Handler
 from bot.wording import prefix
 
@@ -118,6 +118,23 @@ TABLE: tuple[Entry, ...] = (
         "unlink your Gmail",
         4,
         google=True,
+    ),
+    Entry(
+        "link",
+        identity.link,
+        (
+            "{p}link - use one identity on Telegram and Matrix: gives a code to type on the other",
+            "    network ({p}link <code>); both then share Gmail, aliases, history and limits",
+        ),
+        "join your account on another network",
+        9,
+    ),
+    Entry(
+        "unlink",
+        identity.unlink,
+        ("{p}unlink - separate them again (the Gmail link stays with the one that made it)",),
+        "separate your joined accounts",
+        10,
     ),
     Entry("start", start),
     Entry("help", help_, ("{p}help - this list",), "what I can do", 6),

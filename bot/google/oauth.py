@@ -138,6 +138,14 @@ class OAuth:
         self._tokens.forget(account.user_key)
         return revoked
 
+    async def revoke(self, account: Account) -> bool:
+        """Revoke ``account``'s token at Google (a link retired by a join); return whether
+        Google confirmed it."""
+        revoked = await self._tokens.revoke(account.refresh_token)
+        if not revoked:
+            log.warning("a link retired by a join was not revoked at Google")
+        return revoked
+
     def forget(self, user_key: str) -> None:
         """Drop the cached access token of ``user_key`` (its link moved to another person)."""
         self._tokens.forget(user_key)
