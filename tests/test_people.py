@@ -15,6 +15,7 @@ from bot.store.db import open_database
 from bot.store.link_codes import TRIES, LinkCodes
 from bot.store.outbox_rows import NewRow, OutboxRows
 from bot.store.people import People
+from bot.store.settings import Settings
 from bot.store.vault import SecretBox, load_key
 
 TG, MX = "telegram:1001", "matrix:@bob:example.org"
@@ -29,6 +30,7 @@ class Store:
     people: People
     codes: LinkCodes
     now: list[float]
+    settings: Settings
 
 
 @pytest.fixture
@@ -44,6 +46,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
             People(db),
             LinkCodes(db, 600, clock=lambda: now[0]),
             now,
+            Settings(db),
         )
     finally:
         await db.close()
@@ -57,6 +60,7 @@ async def mail(s: Store, user: str, event: str, person: str = "") -> bool:
 async def test_joining_shares_link_aliases_history_and_limits(store: Store) -> None:
     await store.accounts.save(TG, "alice@gmail.com", "1//tg", ("gmail.send",))
     await store.aliases.add(MX, "bob", "bob@example.com")
+    await store.settings.put(MX, "timezone", "Europe/Berlin")
     assert await mail(store, MX, "mx:1")
     await store.people.join(TG, MX)
     person = await store.people.person(MX)
@@ -67,6 +71,7 @@ async def test_joining_shares_link_aliases_history_and_limits(store: Store) -> N
     ).address == "alice@gmail.com"
     assert await store.aliases.all(person) == {"bob": "bob@example.com"}
     assert await store.aliases.all(MX) == {}  # moved, not copied
+    assert await store.settings.get(person, "timezone") == "Europe/Berlin"
     # The Matrix mail of before the join is in the shared history, and counts in the limit.
     assert await mail(store, TG, "tg:1", person)
     assert not await mail(store, MX, "mx:2", person)  # 2 a minute, for both together
@@ -79,6 +84,7 @@ async def test_unlink_gives_each_its_mail_and_the_link_to_its_maker(store: Store
     # Matrix connects Gmail while joined: the link is the person's, made by Matrix.
     await store.accounts.save(TG, "bob@gmail.com", "1//mx", ("gmail.send",), made_by=MX)
     await store.aliases.add(TG, "carol", "carol@example.com")
+    await store.settings.put(TG, "timezone", "Europe/Berlin")
     assert await mail(store, MX, "mx:1", TG)
     assert await mail(store, TG, "tg:1", TG)
     assert await store.people.separate(TG) == [TG, MX]
@@ -90,6 +96,7 @@ async def test_unlink_gives_each_its_mail_and_the_link_to_its_maker(store: Store
         == await store.aliases.all(TG)
         == {"carol": "carol@example.com"}
     )
+    assert await store.settings.get(MX, "timezone") == "Europe/Berlin"  # a copy each
     assert [r.event_key for r in await store.rows.history(MX)] == ["mx:1"]
     assert [r.event_key for r in await store.rows.history(TG)] == ["tg:1"]
 
