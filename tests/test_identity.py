@@ -127,12 +127,12 @@ async def test_telegram_and_matrix_join_and_share_one_identity(
 
             tg.user_sends(alice, text="/history")
             history = await tg.wait_for_message(alice.id, lambda m: "Your last" in m.text)
-            assert "#2" in history.text
+            assert "“From Matrix” (from Matrix)" in history.text
             assert "#1" in history.text
             await send_text(mx, room, "!history")
             history_mx = await matrix_wait(mx, room, from_bot(bot, "Your last"), timeout=30)
             assert "#2" in history_mx.body
-            assert "#1" in history_mx.body
+            assert "“From Telegram” (from Telegram)" in history_mx.body
             await send_text(ev, eve_room, "!history")
             await matrix_wait(ev, eve_room, from_bot(bot, "not sent any"), timeout=30)
 

@@ -251,17 +251,20 @@ async def history(ctx: Ctx, message: Message, args: str) -> Reply:
     lines = ["Your last mails (newest first; /retry <number> resends a failed or unknown one):"]
     zone, now = await user_zone(ctx), ctx.outbox.clock()
     for row in rows:
+        # Accounts joined with /link share one history: say which network a mail came from.
+        network = row.user_key.partition(":")[0].capitalize()
+        origin = f" (from {network})" if row.user_key != message.user_key else ""
         if row.state == QUEUED and row.due_at > now:
             at = shown(datetime.fromtimestamp(row.due_at, UTC), zone)
             lines.append(
                 f"🕒 #{row.id} scheduled for {at} (/cancel {row.id}): to "
-                f"{recipients_shown(row, 3)}, {subject_shown(row.subject)}"
+                f"{recipients_shown(row, 3)}, {subject_shown(row.subject)}{origin}"
             )
             continue
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.created_at))
         icon = icons.get(row.state, "⏳")
         lines.append(
             f"{icon} #{row.id} {when} UTC {row.state}: to {recipients_shown(row, 3)}, "
-            f"{subject_shown(row.subject)}"
+            f"{subject_shown(row.subject)}{origin}"
         )
     return Reply("\n".join(lines))
