@@ -20,6 +20,7 @@ from bot.addresses import EmailAddress
 from bot.compose import compose
 from bot.google.gmail_send import GmailSender
 from bot.grammar import parse_mail
+from bot.link_check import LinkCheck
 from tests import runtime
 from tests.botproc import free_port
 
@@ -252,3 +253,33 @@ store_path = "ready-store"
 
 def python_info() -> str:
     return f"Python {sys.version.split()[0]}"
+
+
+async def help_under_link_check(
+    rig: Rig, user: str, per_second: float = 100.0, n: int = 300
+) -> dict[str, float]:
+    """/help asked as in ``help_idle`` while the link check refreshes the connected users'
+    tokens at ``per_second`` (100 times its default cap of 60 a minute)."""
+    core = rig.core
+    tokens = core.backend._tokens  # type: ignore[attr-defined]
+    check = LinkCheck(core.ctx, tokens, core.link_health)
+    links = len(await core.link_health.links())
+    check.interval, check.min_gap = links / per_second, 1 / per_second
+    before = len((await rig.fake.state())["token_requests"])
+    check.start()
+    t0 = time.perf_counter()
+    try:
+        samples: list[float] = []
+        for _ in range(n):
+            s0 = time.perf_counter()
+            await core.handle(rig.message(user, "/help"))
+            samples.append((time.perf_counter() - s0) * 1000)
+            await asyncio.sleep(0.005)
+    finally:
+        await check.stop()
+    wall = time.perf_counter() - t0
+    made = len((await rig.fake.state())["token_requests"]) - before
+    return {
+        "help_p99_ms_under_link_check": percentile(samples, 99),
+        "link_check_requests_per_s": made / wall,
+    }

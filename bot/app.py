@@ -20,12 +20,15 @@ from bot.chat import ChatAdapter
 from bot.config import Config
 from bot.core import Core
 from bot.errors import ConfigError, InstallError
+from bot.google.tokens import Tokens
 from bot.health import not_ready
+from bot.link_check import LinkCheck
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
 from bot.metrics import Metrics
 from bot.store.accounts import Accounts
 from bot.store.db import MEMORY, open_database
+from bot.store.link_health import LinkHealth
 from bot.store.vault import SecretBox, load_key
 from bot.web import WebServer
 
@@ -72,24 +75,25 @@ def build_core(
     db: aiosqlite.Connection,
     box: SecretBox,
     clock: Callable[[], float] = time.time,
-) -> Core:
-    """Return a core with the mail backend (and consent flow) the configuration asks for;
-    ``clock`` says when scheduled mail is due."""
+) -> tuple[Core, LinkCheck | None]:
+    """Return a core with the mail backend (and consent flow) the configuration asks for,
+    and the link check it needs (with Google)."""
     metrics = Metrics()
     if config.mail_backend == "outbox":
         backend = LocalOutbox(config.mail.outbox_dir)
-        return Core(config, db, box, backend, metrics=metrics, clock=clock)
+        return Core(config, db, box, backend, metrics=metrics, clock=clock), None
     from bot.google.client import load_client
     from bot.google.gmail import GmailBackend
     from bot.google.oauth import OAuth
-    from bot.google.tokens import Tokens
 
     assert config.google is not None  # checked when the configuration was loaded
     client = load_client(config.google)
-    tokens = Tokens(client, Accounts(db, box), metrics=metrics)
+    health = LinkHealth(db)
+    tokens = Tokens(client, Accounts(db, box), metrics=metrics, health=health, clock=clock)
     gmail = GmailBackend(client, Accounts(db, box), tokens)
     oauth = OAuth(client, config.web.public_url, Accounts(db, box), tokens)
-    return Core(config, db, box, gmail, oauth, metrics=metrics, clock=clock)
+    core = Core(config, db, box, gmail, oauth, metrics=metrics, clock=clock)
+    return core, LinkCheck(core.ctx, tokens, health, clock)
 
 
 def chat_adapters(
@@ -143,6 +147,7 @@ class App:
     core: Core
     adapters: list[ChatAdapter]
     web: WebServer | None
+    link_check: LinkCheck | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -157,12 +162,16 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> AsyncIterator[App]:
         """Open the database, build the core, attach ``adapters`` (else the configured ones),
-        start the web server and recover the outbox; close it all on leaving."""
+        start the web server, recover the outbox and start the link check; close it all on
+        leaving. ``clock`` is the time of scheduled mail and of the link check (tests move
+        it)."""
         db = await open_database(config.bot.database)
         backend: MailBackend | None = None
         web: WebServer | None = None
+        check: LinkCheck | None = None
         try:
-            core = build_core(config, db, SecretBox(load_key(key_file(config), env=env)), clock)
+            key = SecretBox(load_key(key_file(config), env=env))
+            core, check = build_core(config, db, key, clock)
             backend = core.backend
             if serve_web:
                 notices = core.notices
@@ -183,10 +192,14 @@ class App:
             if web is not None:
                 await _start_web(config, web)
             await core.outbox.recover()
-            yield cls(config, db, core, list(adapters), web)
+            if check is not None:
+                check.start()
+            yield cls(config, db, core, list(adapters), web, check)
             # Not after an error: waiting for deliveries could hang; a restart recovers them.
             await core.outbox.close()
         finally:
+            if check is not None:
+                await check.stop()
             if web is not None:
                 await web.stop()
             if backend is not None:

@@ -67,6 +67,9 @@ class GoogleConfig:
     token_uri: str = GOOGLE_TOKEN_URI
     revoke_uri: str = GOOGLE_REVOKE_URI
     api_endpoint: str = GOOGLE_API_ENDPOINT
+    link_check_interval: int = 86400  # seconds in which every link is checked once; 0: never
+    link_checks_per_minute: int = 60  # at most this many token requests a minute for checks
+    testing_mode: bool = False  # the app is in Testing at Google: links end 7 days after consent
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,8 @@ def _validate(c: Config) -> None:
             )
         for key in ("auth_uri", "token_uri", "revoke_uri", "api_endpoint"):
             _url(f"[google] {key}", getattr(g, key))
+        if g.link_checks_per_minute < 1:
+            raise ConfigError("[google] link_checks_per_minute: at least 1")
     if c.telegram is not None:
         if not c.telegram.token:
             raise ConfigError("[telegram] token: missing (or set MAILBRIDGE_TELEGRAM_TOKEN)")

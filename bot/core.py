@@ -27,6 +27,7 @@ from bot.policy import check_allowed
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.link_codes import LinkCodes
+from bot.store.link_health import LinkHealth
 from bot.store.outbox_rows import OutboxRow
 from bot.store.people import People
 from bot.store.seen import Claims
@@ -57,6 +58,7 @@ class Core:
         self.oauth = oauth
         self.accounts = Accounts(db, box)
         self.aliases = Aliases(db)
+        self.link_health = LinkHealth(db)
         self.metrics = metrics or Metrics()
         self.metrics.read_state_from(db)
         self.outbox = Outbox(
@@ -76,6 +78,7 @@ class Core:
             self.say,
             People(db),
             LinkCodes(db, config.bot.link_code_seconds),
+            self.link_health,
         )
         self.notices = Notices(self.ctx)
 

@@ -83,6 +83,7 @@ _SETTABLE = {
     "rotate_refresh_tokens",
     "omit_scope",
     "refuse_client",
+    "refresh_token_expires_in",
 }
 
 
@@ -166,6 +167,7 @@ class _Grant:
     scopes: list[str]
     refresh_token: str
     revoked: bool = False
+    ends_at: float | None = None  # time-based access: Google ends the grant then
 
 
 @dataclass
@@ -206,6 +208,7 @@ class GoogleFake:
     sent: list[SentMail] = field(default_factory=list)
     auth_requests: list[dict[str, str]] = field(default_factory=list)  # query parameters
     token_requests: list[str] = field(default_factory=list)  # grant types, in order
+    token_request_times: list[float] = field(default_factory=list)  # time.monotonic() of each
     gmail_requests: int = 0
     revoked: list[str] = field(default_factory=list)  # accounts revoked over HTTP
     revoked_tokens: list[str] = field(default_factory=list)  # refresh tokens ended over HTTP
@@ -217,6 +220,11 @@ class GoogleFake:
     # The client was deleted or its secret rotated ("invalid_client"), or it may not use the
     # grant ("unauthorized_client"): RFC 6749 5.2.
     refuse_client: Literal["invalid_client", "unauthorized_client"] | None = None
+    # Seconds a new grant lives, as when the user grants time-based access: Google then sends
+    # the remaining lifetime as refresh_token_expires_in and ends the grant after it (None: a
+    # grant lives until revoked).
+    refresh_token_expires_in: int | None = None
+    clock: Callable[[], float] = time.time  # the time grants end by (a test may move it)
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -313,6 +321,16 @@ class GoogleFake:
         for grant in self._grants.values():
             if grant.account == email:
                 grant.revoked = True
+
+    def grant(self, email: str) -> str:
+        """Issue a refresh token for ``email`` as a finished consent would; return it (for
+        tests that need many links without a browser each)."""
+        self.add_account(email)
+        grant = _Grant(
+            email, [OPENID, EMAIL_SCOPE, GMAIL_SEND], "1//0g" + secrets.token_urlsafe(70)
+        )
+        self._grants[grant.refresh_token] = grant
+        return grant.refresh_token
 
     def revoke_refresh_token(self, refresh_token: str) -> None:
         """End one grant, as Google does after 6 months unused or 7 days in Testing mode."""
@@ -463,6 +481,7 @@ class GoogleFake:
         form = {k: str(v) for k, v in (await request.post()).items()}
         grant_type = form.get("grant_type", "")
         self.token_requests.append(grant_type)
+        self.token_request_times.append(time.monotonic())
         if self.token_faults:
             answer = await _token_fault(request, self.token_faults.pop(0))
             if answer is not None:
@@ -519,6 +538,8 @@ class GoogleFake:
             # A rotated-out token came back: OAuth 2.0 Security BCP (RFC 9700) 4.14.2 says
             # to end the grant, as one of two parties holding it is not the client.
             grant.revoked = True
+        if grant is not None and grant.ends_at is not None and grant.ends_at <= self.clock():
+            grant.revoked = True  # its time-based access is over
         if grant is None or grant.revoked:
             return _oauth_error("invalid_grant", "Token has been expired or revoked.")
         wanted = _scopes(form.get("scope", ""))
@@ -548,6 +569,8 @@ class GoogleFake:
         if not verifier or not hmac.compare_digest(challenge, code.challenge):
             return _oauth_error("invalid_grant", "Invalid code verifier.")
         grant = _Grant(code.account, code.scopes, "1//0g" + secrets.token_urlsafe(70))
+        if self.refresh_token_expires_in is not None:
+            grant.ends_at = self.clock() + self.refresh_token_expires_in
         self._grants[grant.refresh_token] = grant
         return web.json_response(self._tokens(grant, grant.scopes, code.asked, refresh=True))
 
@@ -566,6 +589,8 @@ class GoogleFake:
             del body["scope"]  # RFC 6749 5.1: OPTIONAL if identical, else REQUIRED
         if refresh:
             body["refresh_token"] = grant.refresh_token
+        if grant.ends_at is not None:  # the remaining lifetime of the refresh token
+            body["refresh_token_expires_in"] = max(0, int(grant.ends_at - self.clock()))
         if OPENID in scopes:
             body["id_token"] = self._id_token(grant.account)
         return body

@@ -51,10 +51,22 @@ async def status(ctx: Ctx, message: Message, args: str) -> Reply:
     account = await ctx.accounts.get(ctx.person)
     if account is None:
         return Reply("No Gmail is connected. Send /connect in a direct chat with me to link one.")
-    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.connected_at))
+    since = _stamp(account.connected_at)
     sent_at = await ctx.outbox.rows.last_sent(ctx.person)
-    last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(sent_at)) if sent_at else "nothing yet"
-    return Reply(f"Connected as {account.address} since {since}. Last mail sent: {last}.")
+    last = _stamp(sent_at) if sent_at else "nothing yet"
+    health = await ctx.link_health.get(account.user_key, account.connected_at)
+    confirmed = _stamp(health.confirmed_at) if health.confirmed_at else "not yet"
+    testing = ctx.config.google is not None and ctx.config.google.testing_mode
+    ends = health.ends_at(testing)
+    end = f" It ends {_stamp(ends)}; send /connect before then to keep it." if ends else ""
+    return Reply(
+        f"Connected as {account.address} since {since}. Google last confirmed the link: "
+        f"{confirmed}.{end} Last mail sent: {last}."
+    )
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 async def disconnect(ctx: Ctx, message: Message, args: str) -> Reply:

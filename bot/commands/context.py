@@ -13,6 +13,7 @@ from bot.outbox import Outbox
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.link_codes import LinkCodes
+from bot.store.link_health import LinkHealth
 from bot.store.people import People
 from bot.store.settings import Settings
 
@@ -46,6 +47,7 @@ class Ctx:
     say: Say
     people: People
     codes: LinkCodes
+    link_health: LinkHealth
     person: str = ""  # set per message by the core
 
 

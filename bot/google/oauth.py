@@ -121,6 +121,9 @@ class OAuth:
         granted_scopes = tuple(sorted(granted))
         await self._accounts.save(owner, address, refresh_token, granted_scopes, login.user_key)
         log.info("linked a Google account for a %s user", login.user_key.partition(":")[0])
+        account = await self._accounts.get(owner)
+        if account is not None:  # its health starts now, with its end if Google said
+            await self._tokens.record(account, token)
         expires_in = token.get("expires_in")
         if isinstance(access_token, str) and isinstance(expires_in, int | float):
             self._tokens.prime(owner, address, access_token, float(expires_in))

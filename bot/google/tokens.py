@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,6 +30,7 @@ from bot.google.token_endpoint import (
 )
 from bot.metrics import Metrics
 from bot.store.accounts import Account, Accounts
+from bot.store.link_health import LinkHealth
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,14 @@ OPERATOR_FIX = (
     "[google] (or its client_secrets_file) does not match a client of Google Cloud Console > "
     "APIs & Services > Credentials; fix it and restart mailbridge. Every mail fails until then."
 )
+
+
+class LinkEnded(SendRefused):
+    """Google no longer accepts the link (``invalid_grant``); it was removed."""
+
+    def __init__(self, text: str, address: str) -> None:
+        super().__init__(text)
+        self.address = address
 
 
 @dataclass(slots=True)
@@ -65,8 +75,12 @@ class Tokens:
         accounts: Accounts,
         timeout: float = 30.0,
         metrics: Metrics | None = None,
+        health: LinkHealth | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._health = health
+        self._clock = clock
         self._client = client
         self._accounts = accounts
         self._auth = basic_auth(client.client_id, client.client_secret)
@@ -94,6 +108,25 @@ class Tokens:
             self._cache[user_key] = token
             return token.value
 
+    async def renew(self, account: Account) -> None:
+        """Refresh ``account``'s access token once, cached or not, so Google says whether it
+        still accepts the link; raise ``LinkEnded`` if not, ``SendRefused`` if it is unknown."""
+        async with self._refreshing.setdefault(account.user_key, asyncio.Lock()):
+            current = await self._accounts.get(account.user_key)
+            if current is None or current.connected_at != account.connected_at:
+                return  # ended or replaced meanwhile: nothing of this link to check
+            # One request, no retry: the next check asks again, and the pace stays as set.
+            self._cache[account.user_key] = await self._refresh(current, retries=0)
+
+    async def record(self, account: Account, answer: dict[str, object]) -> None:
+        """Note that Google accepted ``account``'s link now, and when it ends if it said."""
+        if self._health is None:
+            return
+        now = self._clock()
+        left = answer.get("refresh_token_expires_in")
+        ends = now + float(left) if isinstance(left, int | float) and left > 0 else None
+        await self._health.confirmed(account.user_key, account.connected_at, now, ends)
+
     def address(self, user_key: str) -> str | None:
         """Return the address of the cached token of ``user_key``, if any."""
         cached = self._cache.get(user_key)
@@ -106,7 +139,7 @@ class Tokens:
 
     def prime(self, user_key: str, address: str, access_token: str, expires_in: float) -> None:
         """Keep the access token the consent flow just got, so the first send needs no refresh."""
-        self._cache[user_key] = _Token(access_token, time.time() + expires_in, address)
+        self._cache[user_key] = _Token(access_token, self._clock() + expires_in, address)
 
     def forget(self, user_key: str) -> None:
         """Drop the cached access token of ``user_key`` (Gmail said 401, or the link ended)."""
@@ -165,16 +198,17 @@ class Tokens:
     def _valid(self, user_key: str) -> _Token | None:
         cached = self._cache.get(user_key)
         # A minute early: a token that expires in flight gets a needless 401.
-        return cached if cached and cached.expires_at - 60 > time.time() else None
+        return cached if cached and cached.expires_at - 60 > self._clock() else None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:  # made on the loop, at first use
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         return self._http
 
-    async def _refresh(self, account: Account) -> _Token:
+    async def _refresh(self, account: Account, retries: int | None = None) -> _Token:
         form = {"grant_type": "refresh_token", "refresh_token": account.refresh_token}
-        for attempt in range(1, self.max_retries + 2):
+        retries = self.max_retries if retries is None else retries
+        for attempt in range(1, retries + 2):
             try:
                 answer = await post_form(self._session(), self._client.token_uri, form, self._auth)
                 value, expires_in = answer["access_token"], answer.get("expires_in", 3600)
@@ -182,7 +216,7 @@ class Tokens:
                     raise EndpointDown("not a token response")
             except (EndpointDown, KeyError) as exc:
                 self._metrics.token_refresh("unreachable")
-                if attempt > self.max_retries:
+                if attempt > retries:
                     log.warning("refreshing an access token failed %d times (%s)", attempt, exc)
                     break
                 await asyncio.sleep(self._backoff(attempt))
@@ -200,7 +234,8 @@ class Tokens:
             if isinstance(rotated, str) and rotated and rotated != account.refresh_token:
                 await self._accounts.replace_refresh_token(account, rotated)
                 log.info("Google rotated a refresh token; the new one is stored")
-            return _Token(value, time.time() + float(expires_in), account.address)
+            await self.record(account, answer)
+            return _Token(value, self._clock() + float(expires_in), account.address)
         raise SendRefused(
             "Google's sign-in service could not be reached, so nothing was sent. Try again later."
         )
@@ -210,10 +245,11 @@ class Tokens:
             self.forget(account.user_key)
             await self._accounts.delete(account.user_key)
             log.warning("a refresh token was refused (invalid_grant); link removed")
-            return SendRefused(
+            return LinkEnded(
                 f"Google no longer accepts the link to {account.address} (it was revoked, "
                 "expired, or the password changed), so nothing was sent. Send /connect "
-                f"to link it again. {TESTING_MODE_NOTE}"
+                f"to link it again. {TESTING_MODE_NOTE}",
+                account.address,
             )
         if exc.client_fault:
             self._alarm(exc.code)

@@ -134,4 +134,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX outbox_state_due ON outbox (state, due_at)",
     ),
+    # 9: link health: when Google last accepted each link, when it ends, whether its owner
+    # was warned; links Google ended, until their owners were told.
+    (
+        """CREATE TABLE link_health (
+            user_key      TEXT PRIMARY KEY,
+            connected_at  REAL NOT NULL,      -- the link this is about (accounts.connected_at)
+            confirmed_at  REAL,               -- Google last accepted its refresh token
+            expires_at    REAL,               -- when Google ends it, if Google said
+            warned        INTEGER NOT NULL DEFAULT 0   -- its owner was warned of its end
+        )""",
+        """CREATE TABLE ended_links (
+            user_key  TEXT PRIMARY KEY,           -- the person whose link it was
+            tell      TEXT NOT NULL,              -- the chat account to tell (that made it)
+            address   TEXT NOT NULL,
+            ended_at  REAL NOT NULL,
+            told      INTEGER NOT NULL DEFAULT 0   -- its owner was told (once)
+        )""",
+    ),
 )
