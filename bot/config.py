@@ -14,11 +14,6 @@ from typing import Any, TypeVar
 from bot.errors import ConfigError, UsageError
 from bot.when import parse_zone
 
-GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
-GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
-GOOGLE_API_ENDPOINT = "https://gmail.googleapis.com"
-
 
 @dataclass(frozen=True)
 class BotConfig:
@@ -63,12 +58,12 @@ class GoogleConfig:
     client_secrets_file: Path | None = None
     client_id: str = ""
     client_secret: str = field(default="", repr=False)
-    auth_uri: str = GOOGLE_AUTH_URI
-    token_uri: str = GOOGLE_TOKEN_URI
-    revoke_uri: str = GOOGLE_REVOKE_URI
-    api_endpoint: str = GOOGLE_API_ENDPOINT
+    auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
+    token_uri: str = "https://oauth2.googleapis.com/token"
+    revoke_uri: str = "https://oauth2.googleapis.com/revoke"
+    api_endpoint: str = "https://gmail.googleapis.com"
     link_check_interval: int = 86400  # seconds in which every link is checked once; 0: never
-    link_checks_per_minute: int = 60  # at most this many token requests a minute for checks
+    link_checks_per_minute: int = 60  # at most this many token requests a minute; 0: no cap
     testing_mode: bool = False  # the app is in Testing at Google: links end 7 days after consent
 
 
@@ -284,8 +279,6 @@ def _validate(c: Config) -> None:
             )
         for key in ("auth_uri", "token_uri", "revoke_uri", "api_endpoint"):
             _url(f"[google] {key}", getattr(g, key))
-        if g.link_checks_per_minute < 1:
-            raise ConfigError("[google] link_checks_per_minute: at least 1")
     if c.telegram is not None:
         if not c.telegram.token:
             raise ConfigError("[telegram] token: missing (or set MAILBRIDGE_TELEGRAM_TOKEN)")

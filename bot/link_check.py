@@ -60,7 +60,8 @@ class LinkCheck:
         self._health = health
         self._clock = clock
         self.interval = float(ctx.config.google.link_check_interval)
-        self.min_gap = 60.0 / ctx.config.google.link_checks_per_minute
+        per_minute = ctx.config.google.link_checks_per_minute
+        self.min_gap = 60.0 / per_minute if per_minute else 0.0
         self.testing_mode = ctx.config.google.testing_mode
         self.passes = 0  # passes finished
         self.passed = asyncio.Event()  # set at the end of each pass (tests wait for it)
