@@ -17,6 +17,8 @@ KEYS = [
     "concurrent_ratio",
     "baseline_concurrent_wall_s",
     "help_p99_ms_under_load",
+    "help_p99_ms_under_link_check",
+    "link_check_requests_per_s",
     "peak_rss_mb",
     "ready_s",
 ]
