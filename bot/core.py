@@ -13,6 +13,7 @@ import aiosqlite
 from bot import gate
 from bot.backends import MailBackend
 from bot.chat import Addressed, ChatAdapter, Message, Reply
+from bot.commands import draft
 from bot.commands.context import Ctx, Private
 from bot.commands.private import answer_privately, minimal_in
 from bot.commands.table import HANDLERS, localise
@@ -26,6 +27,7 @@ from bot.outbox import Outbox, Outcome
 from bot.policy import check_allowed
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
+from bot.store.drafts import Drafts
 from bot.store.link_codes import LinkCodes
 from bot.store.link_health import LinkHealth
 from bot.store.outbox_rows import OutboxRow
@@ -79,6 +81,7 @@ class Core:
             People(db),
             LinkCodes(db, config.bot.link_code_seconds),
             self.link_health,
+            Drafts(db, box),
         )
         self.notices = Notices(self.ctx)
 
@@ -147,6 +150,10 @@ class Core:
             if not message.is_direct:
                 return None  # chatter in a group is not for us
             check_allowed(message.user_key, self.config.bot.allowed_users)
+            ctx = replace(self.ctx, person=await self.ctx.people.person(message.user_key))
+            taken, said = await draft.answer(ctx, message)  # a draft's next answer?
+            if taken:
+                return said
             p = prefix(message.platform)
             return Reply(f"I only understand commands. Type {p}help to see them.")
         try:

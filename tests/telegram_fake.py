@@ -728,7 +728,8 @@ class TelegramFake:
         msg["text"] = plain
         if entities:
             msg["entities"] = entities
-        if markup:
+        if markup and "inline_keyboard" in markup:
+            # Bot API, Message.reply_markup: only an inline keyboard is shown in a message.
             msg["reply_markup"] = markup
         self.sent.append(
             SentMessage(
@@ -896,6 +897,18 @@ class TelegramFake:
 
     def _markup(self, p: _Params) -> JSON | None:
         markup = p.data("reply_markup")
+        if isinstance(markup, dict) and "force_reply" in markup:
+            # Bot API, ForceReply: force_reply must be True; input_field_placeholder 1-64
+            # characters; selective a Boolean.
+            placeholder = markup.get("input_field_placeholder")
+            if (
+                markup["force_reply"] is not True
+                or not isinstance(markup.get("selective", False), bool)
+                or (placeholder is not None and not 1 <= len(placeholder) <= 64)
+                or set(markup) - {"force_reply", "input_field_placeholder", "selective"}
+            ):
+                raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+            return markup
         if not isinstance(markup, dict) or "inline_keyboard" not in markup:
             return None
         for row in markup["inline_keyboard"]:

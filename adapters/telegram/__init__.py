@@ -25,6 +25,7 @@ from aiohttp import web
 from telegram import (
     Bot,
     BotCommand,
+    ForceReply,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
     ReplyParameters,
@@ -193,7 +194,7 @@ class TelegramAdapter:
         self,
         room: str,
         text: str,
-        markup: InlineKeyboardMarkup | None,
+        markup: InlineKeyboardMarkup | ForceReply | None,
         reply_to: int | None,
         no_preview: bool,
     ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
 from telegram import Message as TgMessage
 
 from adapters.telegram.shape import clean_update
@@ -79,10 +79,11 @@ def split(text: str) -> list[str]:
     return chunks
 
 
-def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """Return the reply's buttons as an inline keyboard, one button a row."""
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | ForceReply | None:
+    """Return the reply's buttons as an inline keyboard, one button a row; a question opens
+    the reply box instead (ForceReply, selective: only for the user whose message it answers)."""
     if not reply.buttons:
-        return None
+        return ForceReply(selective=True) if reply.ask else None
     return InlineKeyboardMarkup(
         [
             [

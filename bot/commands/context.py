@@ -12,6 +12,7 @@ from bot.google.oauth import OAuth
 from bot.outbox import Outbox
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
+from bot.store.drafts import Drafts
 from bot.store.link_codes import LinkCodes
 from bot.store.link_health import LinkHealth
 from bot.store.people import People
@@ -48,6 +49,7 @@ class Ctx:
     people: People
     codes: LinkCodes
     link_health: LinkHealth
+    drafts: Drafts
     person: str = ""  # set per message by the core
 
 

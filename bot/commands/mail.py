@@ -26,8 +26,9 @@ MAX_MESSAGE = 35 * 1024 * 1024  # Gmail's limit per message as sent
 PREVIEW_TTL = 600.0
 
 
-async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
-    """Validate, compose and record a mail; preview it, or queue it behind the undo window."""
+async def mail(ctx: Ctx, message: Message, args: str, *, held: bool = False) -> Private | None:
+    """Validate, compose and record a mail; preview it (always with ``held``), or queue it
+    behind the undo window."""
     limits = ctx.config.bot
     budget = (ctx.outbox, ctx.person, limits.sends_per_minute, limits.sends_per_day)
     at, args = split_at(args)
@@ -41,15 +42,15 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
         )
         if isinstance(aliases, BaseException):
             raise aliases
-        quoted = message.quoted
-        if quoted is not None:  # a reply to a text message: forward it
-            args = with_forward(args, quoted)
-        request = parse_mail(args, aliases)
-        if quoted is not None:
-            request = default_subject(request, quoted)
         if isinstance(settings, BaseException):
             raise settings
         zone = zone_of(ctx, settings)
+        quoted = message.quoted
+        if quoted is not None:  # a reply to a text message: forward it, dated in the zone
+            args = with_forward(args, quoted, zone)
+        request = parse_mail(args, aliases)
+        if quoted is not None:
+            request = default_subject(request, quoted)
         when = None if at is None else parse_when(at, _now(ctx), zone)
         if isinstance(sender, BaseException):
             raise sender
@@ -72,11 +73,15 @@ async def mail(ctx: Ctx, message: Message, args: str) -> Private | None:
                 "message (about 25 MB of attachments). Nothing was sent."
             )
         mode = ctx.config.mail.confirm
-        held = mode == "always" or (
-            mode == "new_recipients"
-            and bool(
-                await ctx.outbox.rows.unknown_recipients(
-                    ctx.person, [str(a) for a in request.recipients]
+        held = (
+            held
+            or mode == "always"
+            or (
+                mode == "new_recipients"
+                and bool(
+                    await ctx.outbox.rows.unknown_recipients(
+                        ctx.person, [str(a) for a in request.recipients]
+                    )
                 )
             )
         )

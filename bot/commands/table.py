@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from bot.chat import Message, Reply
-from bot.commands import account, alias, identity, mail, personal
+from bot.commands import account, alias, draft, identity, mail, personal
 from bot.commands.context import Ctx, Handler
 from bot.wording import prefix
 
@@ -54,7 +54,7 @@ async def start(ctx: Ctx, message: Message, args: str) -> Reply | None:
 TABLE: tuple[Entry, ...] = (
     Entry(
         "mail",
-        mail.mail,
+        draft.mail,
         (
             "{p}mail <to> <subject> | <body> - send a mail",
             "    <to>: addresses or aliases separated by commas, no spaces; cc:addr or bcc:addr",
@@ -63,6 +63,7 @@ TABLE: tuple[Entry, ...] = (
             "    reply to a text with {p}mail <to> [subject] to forward it",
             "    send later: {p}mail at:18:30 <to> … (also at:tomorrow-9:00, at:mon-9:00, "
             "at:2027-01-04T09:00, at:+2h); {p}cancel <number> drops it",
+            "    {p}mail alone in our direct chat asks for each part; {p}send finishes it",
         ),
         "send a mail: /mail <to> <subject> | <body>",
         1,
@@ -82,8 +83,8 @@ TABLE: tuple[Entry, ...] = (
         8,
     ),
     Entry("undo", mail.undo, ("{p}undo - stop the mail you just sent, within its undo window",)),
-    Entry("send", mail.send, ("{p}send, {p}cancel - answer a preview",)),
-    Entry("cancel", mail.cancel),
+    Entry("send", draft.send, ("{p}send, {p}cancel - answer a preview, or finish a draft",)),
+    Entry("cancel", draft.cancel),
     Entry(
         "history",
         mail.history,

@@ -152,4 +152,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             told      INTEGER NOT NULL DEFAULT 0   -- its owner was told (once)
         )""",
     ),
+    # 10: guided drafts (/mail with no arguments), one per user, its answers sealed.
+    (
+        """CREATE TABLE drafts (
+            user_key    TEXT PRIMARY KEY,
+            room        TEXT NOT NULL,
+            step        TEXT NOT NULL CHECK (step IN ('to', 'subject', 'body')),
+            sealed      BLOB NOT NULL,   -- JSON {to, subject, body, answered}, sealed like mail
+            updated_at  REAL NOT NULL    -- the last answer: the draft expires from then
+        )""",
+    ),
 )

@@ -1,0 +1,85 @@
+"""Guided drafts: the answers a user gave so far to /mail's questions, one draft per user."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.store.vault import SecretBox
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A mail being written question by question."""
+
+    user_key: str
+    room: str
+    step: str  # the question waiting for its answer: "to", "subject" or "body"
+    to: str = ""  # the recipients token, as /mail takes it
+    subject: str = ""
+    body: str = ""
+    updated_at: float = 0.0
+    answered: str = ""  # the chat event of the last answer taken (a redelivery is not another)
+
+
+class Drafts:
+    """The drafts table; its answers (recipients, subject, body) are sealed at rest."""
+
+    def __init__(self, db: aiosqlite.Connection, box: SecretBox) -> None:
+        self._db = db
+        self._box = box
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, user_key: str) -> asyncio.Lock:
+        """Return the lock that keeps one user's answers in order, one at a time."""
+        return self._locks.setdefault(user_key, asyncio.Lock())
+
+    async def get(self, user_key: str) -> Draft | None:
+        """Return the user's draft, if one is open (expired or not)."""
+        rows = list(
+            await self._db.execute_fetchall(
+                "SELECT room, step, sealed, updated_at FROM drafts WHERE user_key = ?",
+                (user_key,),
+            )
+        )
+        if not rows:
+            return None
+        room, step, sealed, updated_at = rows[0]
+        parts = json.loads(self._box.open(bytes(sealed)))
+        return Draft(
+            user_key,
+            str(room),
+            str(step),
+            parts["to"],
+            parts["subject"],
+            parts["body"],
+            float(updated_at),
+            parts.get("answered", ""),
+        )
+
+    async def put(self, draft: Draft) -> None:
+        """Store ``draft``, replacing the user's earlier one."""
+        parts = {"to": draft.to, "subject": draft.subject, "body": draft.body}
+        plain = json.dumps(parts | {"answered": draft.answered})
+        await self._db.execute(
+            "INSERT INTO drafts (user_key, room, step, sealed, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (user_key) DO UPDATE SET room = excluded.room, step = excluded.step,"
+            " sealed = excluded.sealed, updated_at = excluded.updated_at",
+            (
+                draft.user_key,
+                draft.room,
+                draft.step,
+                self._box.seal(plain.encode()),
+                draft.updated_at,
+            ),
+        )
+
+    async def drop(self, user_key: str) -> bool:
+        """Delete the user's draft; return whether there was one."""
+        cur = await self._db.execute("DELETE FROM drafts WHERE user_key = ?", (user_key,))
+        if not self.lock(user_key).locked():
+            del self._locks[user_key]
+        return cur.rowcount == 1
