@@ -69,7 +69,8 @@ class Reply:
     buttons: tuple[Button, ...] = field(default=())
     reply_to: str | None = None  # event key of the message answered
     no_preview: bool = False  # ask the platform not to fetch link previews
-    ask: bool = False  # a question: open the user's reply box (Telegram ForceReply)
+    ask: bool = False  # a question: Telegram opens the reply box (ForceReply); Matrix answers
+    # every message as a reply to it already, so the answer to the question is a reply there
 
 
 @dataclass(frozen=True, slots=True)

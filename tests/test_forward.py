@@ -88,3 +88,33 @@ def test_a_long_first_line_is_cut_at_a_word_for_the_subject() -> None:
     assert request.subject == "Minutes of the planning meeting about the spring conference…"
     assert len(request.subject) <= 61
     assert request.body.startswith("Bob wrote on 1970-01-01 00:00 UTC:\n>\n> Minutes")
+
+
+def test_telegram_translates_the_replied_to_text_and_a_question() -> None:
+    from adapters.matrix.translate import strip_fallback
+    from adapters.telegram import translate as tg
+    from bot.chat import Quoted, Reply
+    from tests.test_adapters import GROUP, message, update
+
+    bob = {"id": 1002, "is_bot": False, "first_name": "Bob"}
+    original = message("Lunch moved to 1pm", GROUP, **{"from": bob, "message_id": 7})
+    got = tg.from_json(
+        update(message=message("/mail carol@example.com", GROUP, reply_to_message=original))
+    )
+    assert got is not None
+    assert got.quoted == Quoted("Bob", 1764633600.0, "Lunch moved to 1pm")
+    assert got.attachment is None
+    # A reply to a file attaches it; its caption is not forwarded.
+    file = message(None, GROUP, caption="a note", document={"file_id": "x", "file_unique_id": "y"})
+    got = tg.from_json(
+        update(message=message("/mail c@example.com", GROUP, reply_to_message=file))
+    )
+    assert got is not None
+    assert got.quoted is None
+    assert got.attachment is not None
+    assert tg.keyboard(Reply("Subject?", ask=True)).to_dict() == {  # type: ignore[union-attr]
+        "force_reply": True,
+        "selective": True,
+    }
+    assert strip_fallback("> <@a:x> hi\n> there\n\n!mail b@example.com") == "!mail b@example.com"
+    assert strip_fallback("> a quote I typed") == "> a quote I typed"

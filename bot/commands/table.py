@@ -65,7 +65,7 @@ TABLE: tuple[Entry, ...] = (
             "at:2027-01-04T09:00, at:+2h); {p}cancel <number> drops it",
             "    {p}mail alone in our direct chat asks for each part; {p}send finishes it",
         ),
-        "send a mail: /mail <to> <subject> | <body>",
+        "send a mail: /mail <to> <subject> | <body>; alone: step by step",
         1,
     ),
     Entry(
