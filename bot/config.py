@@ -49,9 +49,6 @@ class MailConfig:
     undo_seconds: int = 10  # how long a confirmed mail waits for /undo; 0: no undo window
     markdown: bool = False  # also send an HTML part rendered from the body as markdown
     group_confirmation: str = "full"  # "full" | "minimal": what a group room hears of a mail
-    draft_seconds: int = (
-        3600  # a guided draft (/mail alone) expires this long after its last answer
-    )
 
 
 @dataclass(frozen=True)
@@ -265,8 +262,6 @@ def _validate(c: Config) -> None:
     _choice("[mail] backend", c.mail_backend, ("gmail", "outbox"))
     _choice("[mail] confirm", c.mail.confirm, ("always", "new_recipients", "never"))
     _choice("[mail] group_confirmation", c.mail.group_confirmation, ("full", "minimal"))
-    if c.mail.draft_seconds < 1:
-        raise ConfigError("[mail] draft_seconds: at least 1")
     if c.mail.undo_seconds > 3600:
         raise ConfigError("[mail] undo_seconds: at most 3600 (an hour)")
     if c.mail_backend == "gmail" and c.google is None:

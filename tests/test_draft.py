@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -71,31 +70,35 @@ async def test_a_guided_draft_survives_a_restart_and_sends_one_mail_after_its_pr
     assert body_of(mail).strip() == "Day one: rain.\nDay two: sun."
 
 
-async def test_an_abandoned_draft_expires_and_sends_nothing(
-    telegram_fake: TelegramFake, tmp_path: Path
-) -> None:
-    from tests.running import running
+async def test_an_abandoned_draft_expires_and_sends_nothing(tmp_path: Path) -> None:
+    from tests.test_send_later import Clock, bench
 
-    alice = telegram_fake.add_user(1001, "Alice", "alice")
-    group = telegram_fake.group("Team", [alice])
-    mail = {**MAIL, "draft_seconds": 1}
-    async with running(telegram_config(tmp_path, telegram_fake, mail=mail)):
-        telegram_fake.user_starts(alice)
-        await telegram_fake.wait_for_message(alice.id)
-        telegram_fake.user_sends(alice, group, "/mail")  # a group gets the usage line
-        usage = await telegram_fake.wait_for_message(group.id)
-        assert "Usage: /mail <to> <subject> | <body>" in usage.text
-        telegram_fake.user_sends(alice, text="/mail")
-        await telegram_fake.wait_for_message(alice.id, lambda m: "Who gets it?" in m.text)
-        telegram_fake.user_sends(alice, text="bob@example.com")
-        await telegram_fake.wait_for_message(alice.id, lambda m: "Subject?" in m.text)
-        await asyncio.sleep(1.5)  # past the draft's 1 s
-        telegram_fake.user_sends(alice, text="Hello")
-        told = await telegram_fake.wait_for_message(alice.id)
-        assert told.text.startswith("Your draft expired after")
-        assert "nothing was sent" in told.text
-        telegram_fake.user_sends(alice, text="/send")
-        await telegram_fake.wait_for_message(alice.id, lambda m: "no mail to send" in m.text)
-        telegram_fake.user_sends(alice, text="Hello again")  # no draft: plain text gets the hint
-        await telegram_fake.wait_for_message(alice.id, lambda m: "only understand" in m.text)
-    assert not emls(tmp_path)
+    clock = Clock(1_800_000_000.0)
+    async for b in bench(tmp_path, clock):
+        say = b.chat.replies
+        await b.core.handle(b.chat.message("/mail", direct=False, room="group"))
+        assert "Usage: /mail <to> <subject> | <body>" in say[-1].text  # a group: as before
+        await b.core.handle(b.chat.message("/mail"))
+        assert say[-1].reply.ask
+        await b.core.handle(b.chat.message("bob@example.com"))
+        assert say[-1].text.startswith("Subject?")
+        clock.now += 3599  # an answer within the hour keeps it open
+        await b.core.handle(b.chat.message("Plans"))
+        assert say[-1].text.startswith("Now the text")
+    async for b in bench(tmp_path, clock):  # across a restart, too
+        say = b.chat.replies
+        clock.now += 3601
+        # (a new ChatKit counts its event keys from 1 again: these are new events)
+        await b.core.handle(b.chat.message("We meet at noon.", event_key="later1"))
+        assert say[-1].text == (
+            "Your draft expired after an hour without an answer, so nothing was sent. "
+            "/mail starts a new one."
+        )
+        await b.core.handle(b.chat.message("/send", event_key="later2"))
+        assert say[-1].text == "You have no mail to send."
+        await b.core.handle(
+            b.chat.message("Hello?", event_key="later3")
+        )  # no draft: plain text gets the hint
+        assert say[-1].text.startswith("I only understand commands.")
+        assert b.eml_files() == []
+        assert await b.core.outbox.rows.history(b.chat.message("x").user_key, 10) == []

@@ -4,7 +4,6 @@ body, one answer at a time; /send shows the usual preview, /cancel drops the dra
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import replace
 
 from bot.chat import Message, Reply
@@ -16,6 +15,7 @@ from bot.store.drafts import Draft
 from bot.wording import prefix
 
 NO_SUBJECT = "-"  # the answer that leaves the subject empty
+DRAFT_TTL = 3600.0  # seconds after its last answer that a draft is dropped
 QUESTIONS = {
     "to": "✏️ New mail. Who gets it? Addresses or aliases, separated by commas; cc: or bcc: "
     "before one copies it. (/cancel drops the draft)",
@@ -32,7 +32,9 @@ def _ask(step: str, why: str = "") -> Reply:
 async def start(ctx: Ctx, message: Message) -> Reply:
     """Open a new draft for the user (replacing an open one) and ask for the recipients."""
     replaced = await ctx.drafts.drop(message.user_key)
-    await ctx.drafts.put(Draft(message.user_key, message.room, "to", updated_at=time.time()))
+    await ctx.drafts.put(
+        Draft(message.user_key, message.room, "to", updated_at=ctx.outbox.clock())
+    )
     return _ask("to", "Your earlier draft was dropped." if replaced else "")
 
 
@@ -41,13 +43,12 @@ async def _open(ctx: Ctx, message: Message) -> Draft | None:
     draft = await ctx.drafts.get(message.user_key)
     if draft is None:
         return None
-    if draft.updated_at < time.time() - ctx.config.mail.draft_seconds:
+    if draft.updated_at < ctx.outbox.clock() - DRAFT_TTL:
         await ctx.drafts.drop(message.user_key)
-        minutes = round(ctx.config.mail.draft_seconds / 60)
         p = prefix(message.platform)
         raise BotError(
-            f"Your draft expired after {minutes} minutes without an answer, so nothing was "
-            f"sent. {p}mail starts a new one."
+            f"Your draft expired after an hour without an answer, so nothing was sent. "
+            f"{p}mail starts a new one."
         )
     return draft
 
@@ -74,7 +75,7 @@ async def answer(ctx: Ctx, message: Message) -> tuple[bool, Reply | None]:
 async def _next(ctx: Ctx, message: Message, draft: Draft) -> Reply | None:
     aliases = await ctx.aliases.all(ctx.person)
     text = message.text.strip()
-    now = time.time()
+    now = ctx.outbox.clock()
     if draft.step == "to":
         token = _COMMAS.sub(",", text)
         if not token or any(c.isspace() or c == "|" for c in token):
