@@ -40,7 +40,9 @@ class WebServer:
         self._on_failed = on_failed
         self._metrics = metrics
         self.readiness: Ready | None = None  # set once the chat adapters exist
-        self.app = web.Application(middlewares=[self._headers], client_max_size=1024**2)
+        self.app = web.Application(
+            middlewares=[self._count, self._headers], client_max_size=1024**2
+        )
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/livez", self._livez)
         self.app.router.add_get("/readyz", self._readyz)
@@ -91,14 +93,11 @@ class WebServer:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            self._metrics.web_request(_route(request), exc.status)
             if exc.status < 400:  # redirects: keep them, with our headers
                 self._secure(exc.headers)
                 raise
             # aiohttp's own 404/405 answers in plain text: ours say what to do, uniformly.
             response = _html(exc.status, page(exc.reason, "There is nothing here."))
-        else:
-            self._metrics.web_request(_route(request), response.status)
         self._secure(response.headers)
         return response
 
