@@ -16,6 +16,7 @@ from bot.wording import prefix
 
 NO_SUBJECT = "-"  # the answer that leaves the subject empty
 DRAFT_TTL = 3600.0  # seconds after its last answer that a draft is dropped
+ANSWERS_KEPT = 64  # answers remembered per draft: more than a network redelivers at once
 QUESTIONS = {
     "to": "✏️ New mail. Who gets it? Addresses or aliases, separated by commas; cc: or bcc: "
     "before one copies it. (/cancel drops the draft)",
@@ -67,9 +68,10 @@ async def answer(ctx: Ctx, message: Message) -> tuple[bool, Reply | None]:
         draft = await _open(ctx, message)
         if draft is None:
             return False, None
-        if draft.answered == message.event_key:  # delivered again after a restart: taken
+        if message.event_key in draft.answered:  # delivered again after a restart: taken
             return True, _ask(draft.step) if draft.step != "body" else None
-        return True, await _next(ctx, message, replace(draft, answered=message.event_key))
+        taken = (*draft.answered, message.event_key)[-ANSWERS_KEPT:]
+        return True, await _next(ctx, message, replace(draft, answered=taken))
 
 
 async def _next(ctx: Ctx, message: Message, draft: Draft) -> Reply | None:

@@ -22,7 +22,9 @@ class Draft:
     subject: str = ""
     body: str = ""
     updated_at: float = 0.0
-    answered: str = ""  # the chat event of the last answer taken (a redelivery is not another)
+    # The chat events of the answers taken (the last few): a redelivery after a restart is not
+    # another answer, even when a newer message was handled before it.
+    answered: tuple[str, ...] = ()
 
 
 class Drafts:
@@ -57,13 +59,13 @@ class Drafts:
             parts["subject"],
             parts["body"],
             float(updated_at),
-            parts.get("answered", ""),
+            _answered(parts.get("answered")),
         )
 
     async def put(self, draft: Draft) -> None:
         """Store ``draft``, replacing the user's earlier one."""
         parts = {"to": draft.to, "subject": draft.subject, "body": draft.body}
-        plain = json.dumps(parts | {"answered": draft.answered})
+        plain = json.dumps(parts | {"answered": list(draft.answered)})
         await self._db.execute(
             "INSERT INTO drafts (user_key, room, step, sealed, updated_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (user_key) DO UPDATE SET room = excluded.room, step = excluded.step,"
@@ -83,3 +85,10 @@ class Drafts:
         if not self.lock(user_key).locked():
             del self._locks[user_key]
         return cur.rowcount == 1
+
+
+def _answered(value: object) -> tuple[str, ...]:
+    """Read the answered events (a draft stored before this was one event key, or none)."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
