@@ -7,13 +7,12 @@ import contextlib
 import functools
 import importlib
 import logging
+import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import aiosqlite
 
 from bot.backends import MailBackend
 from bot.chat import ChatAdapter
@@ -28,20 +27,30 @@ from bot.lock import hold
 from bot.metrics import Metrics
 from bot.store.accounts import Accounts
 from bot.store.db import MEMORY, open_database
+from bot.store.engine import Database
 from bot.store.link_health import LinkHealth
-from bot.store.vault import SecretBox, load_key
+from bot.store.vault import KEY_ENV, SecretBox, load_key
 from bot.web import WebServer
 
 log = logging.getLogger(__name__)
 
 
-def key_file(config: Config) -> Path | None:
+def key_file(config: Config, env: Mapping[str, str] | None = None) -> Path | None:
     """Return where the data key lives: configured, or beside the database."""
-    if str(config.bot.database) == MEMORY:
+    database = config.bot.database
+    if str(database) == MEMORY:
         return None
-    return config.bot.data_key_file or config.bot.database.with_name(
-        config.bot.database.name + ".key"
-    )
+    if not isinstance(database, Path):
+        # PostgreSQL: every instance must seal and open with the same key, so none is made
+        # up beside a URL; a configured file is made by the first instance (O_EXCL).
+        env = os.environ if env is None else env
+        if config.bot.data_key_file is None and not env.get(KEY_ENV):
+            raise ConfigError(
+                "[bot] data_key_file: with a PostgreSQL database every instance needs the same"
+                f" data key: set data_key_file to a file they all read, or {KEY_ENV}"
+            )
+        return config.bot.data_key_file
+    return config.bot.data_key_file or database.with_name(database.name + ".key")
 
 
 def preflight(config: Config, *, console: bool = False, read_client: bool = True) -> None:
@@ -72,7 +81,7 @@ def preflight(config: Config, *, console: bool = False, read_client: bool = True
 
 def build_core(
     config: Config,
-    db: aiosqlite.Connection,
+    db: Database,
     box: SecretBox,
     clock: Callable[[], float] = time.time,
 ) -> tuple[Core, LinkCheck | None]:
@@ -131,7 +140,8 @@ async def run(config: Config, *, console: bool, serve_web: bool = True) -> int:
             "or pass --console"
         )
     preflight(config, console=console)
-    if str(config.bot.database) == MEMORY:
+    if not isinstance(config.bot.database, Path) or str(config.bot.database) == MEMORY:
+        # PostgreSQL: instances share it (heartbeats tell whose mail is whose).
         return await _serve(config, console=console, serve_web=serve_web)
     # Before the database is opened: a second process must not migrate it or recover its mail.
     with hold(config.bot.database):
@@ -143,7 +153,7 @@ class App:
     """A running mailbridge: the core, its chat adapters and its web server (if any)."""
 
     config: Config
-    db: aiosqlite.Connection
+    db: Database
     core: Core
     adapters: list[ChatAdapter]
     web: WebServer | None
@@ -170,7 +180,7 @@ class App:
         web: WebServer | None = None
         check: LinkCheck | None = None
         try:
-            key = SecretBox(load_key(key_file(config), env=env))
+            key = SecretBox(load_key(key_file(config, env), env=env))
             core, check = build_core(config, db, key, clock)
             backend = core.backend
             if serve_web:

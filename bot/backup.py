@@ -91,6 +91,11 @@ def _give_to_owner(path: Path) -> None:
 def _database(config: Config) -> Path:
     if str(config.bot.database) == MEMORY:
         raise StoreError("[bot] database is :memory:; there is nothing on disk to back up")
+    if not isinstance(config.bot.database, Path):
+        raise StoreError(
+            "[bot] database is PostgreSQL: back it up with pg_dump (and keep the data key),"
+            " restore with pg_restore; backup and restore copy SQLite files only"
+        )
     return config.bot.database
 
 

@@ -19,7 +19,7 @@ from bot.when import parse_zone
 class BotConfig:
     """``[bot]``: storage, who may use the bot, send limits, logging."""
 
-    database: Path = Path("mailbridge.db")
+    database: Path | str = Path("mailbridge.db")  # a SQLite file, or a postgresql:// URL
     data_key_file: Path | None = None  # default: the database path + ".key"
     allowed_users: tuple[str, ...] = ()
     sends_per_minute: int = 10
@@ -109,6 +109,7 @@ class Config:
 
 # Secrets that may come from the environment instead of the file: (section, key) -> variable.
 ENV_SECRETS = {
+    ("bot", "database"): "MAILBRIDGE_DATABASE_URL",  # a URL may hold a password
     ("telegram", "token"): "MAILBRIDGE_TELEGRAM_TOKEN",
     ("telegram", "webhook_secret"): "MAILBRIDGE_TELEGRAM_WEBHOOK_SECRET",
     ("matrix", "password"): "MAILBRIDGE_MATRIX_PASSWORD",
@@ -154,11 +155,9 @@ def from_dict(
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         table = data.get(name)
-        if table is None:
-            if name in ("bot", "web", "mail"):
-                table = {}
-            else:
-                continue
+        if table is None and name not in ("bot", "web", "mail"):
+            continue  # an optional section left out
+        table = {} if table is None else table
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table")
         table = dict(table)
@@ -191,6 +190,9 @@ def _section(cls: type[_T], name: str, table: dict[str, Any], base: Path) -> _T:
 
 
 def _convert(where: str, hint: Any, value: Any, base: Path) -> Any:
+    if hint == Path | str:  # [bot] database: a PostgreSQL URL as it is, else a file
+        is_url = isinstance(value, str) and value.startswith(("postgres://", "postgresql"))
+        return value if is_url else _convert(where, Path, value, base)
     optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
     if optional:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -241,7 +243,7 @@ def _validate(c: Config) -> None:
             )
     if c.bot.sends_per_minute < 1 or c.bot.sends_per_day < 1:
         raise ConfigError("[bot] sends_per_minute and sends_per_day must be at least 1")
-    if c.bot.link_code_seconds < 1:
+    if c.bot.link_code_seconds < 1:  # a code that dies at once
         raise ConfigError("[bot] link_code_seconds must be at least 1 (default 600)")
     _choice("[bot] log_format", c.bot.log_format, ("text", "json"))
     try:

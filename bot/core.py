@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import aiosqlite
-
 from bot import gate
 from bot.backends import MailBackend
 from bot.chat import Addressed, ChatAdapter, Message, Reply
@@ -28,6 +26,7 @@ from bot.policy import check_allowed
 from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.drafts import Drafts
+from bot.store.engine import Database
 from bot.store.link_codes import LinkCodes
 from bot.store.link_health import LinkHealth
 from bot.store.outbox_rows import OutboxRow
@@ -46,7 +45,7 @@ class Core:
     def __init__(
         self,
         config: Config,
-        db: aiosqlite.Connection,
+        db: Database,
         box: SecretBox,
         backend: MailBackend,
         oauth: OAuth | None = None,

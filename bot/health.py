@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Sequence
-
-import aiosqlite
 
 from bot.chat import ChatAdapter
 from bot.store.db import ping
+from bot.store.engine import Database
 
 log = logging.getLogger(__name__)
 DB_TIMEOUT = 2.0  # seconds the database may take to answer a probe
 
 
-async def not_ready(db: aiosqlite.Connection, adapters: Sequence[ChatAdapter]) -> dict[str, str]:
+async def not_ready(db: Database, adapters: Sequence[ChatAdapter]) -> dict[str, str]:
     """Return what is not ready, each with a sentence saying why; empty when all is ready."""
     waiting: dict[str, str] = {}
+    # ValueError: aiosqlite's answer once the connection is closed.
+    failures: tuple[type[BaseException], ...] = (TimeoutError, ValueError, *db.transient)
     try:
         async with asyncio.timeout(DB_TIMEOUT):
             await ping(db)
-    except (TimeoutError, sqlite3.Error, ValueError) as exc:
-        # ValueError: aiosqlite's answer once the connection is closed.
+    except failures as exc:
         log.warning("readiness: the database did not answer (%s)", type(exc).__name__)
         waiting["database"] = "the database did not answer"
     for adapter in adapters:

@@ -11,12 +11,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
-import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
 from bot.store.db import tally
+from bot.store.engine import Database
 
 # The outbox states (bot/outbox.py), always all exported so a state at zero is still a series.
 OUTBOX_STATES = ("held", "queued", "sending", "sent", "failed", "unknown", "cancelled")
@@ -93,7 +93,7 @@ class Metrics:
         )
         self._read_state: Callable[[], Awaitable[None]] | None = None
 
-    def read_state_from(self, db: aiosqlite.Connection) -> None:
+    def read_state_from(self, db: Database) -> None:
         """Read the stored-state gauges from ``db`` at each scrape."""
 
         async def read() -> None:

@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
-
-import aiosqlite
 
 from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
 from bot.gate import CLAIM, RECORD, TELL, Gate
@@ -24,6 +21,7 @@ from bot.metrics import Metrics
 from bot.outcome import Notify as Notify
 from bot.outcome import Outcome as Outcome
 from bot.scheduler import Scheduler
+from bot.store.engine import Database
 from bot.store.outbox_rows import (
     CANCELLED,
     FAILED,
@@ -55,7 +53,7 @@ class Outbox:
 
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Database,
         box: SecretBox,
         backend: MailBackend,
         notify: Notify,
@@ -65,6 +63,7 @@ class Outbox:
     ) -> None:
         self.metrics = metrics or Metrics()
         self.rows = OutboxRows(db)
+        self._transient = db.transient  # database errors a delivery waits out
         self.clock = clock  # when mail is due; tests turn it
         self.scheduler = Scheduler(self.rows, self.submit, clock)
         self._live: set[int] = set()  # rows with a delivery task
@@ -176,7 +175,7 @@ class Outbox:
         while True:
             try:
                 return await step()
-            except sqlite3.OperationalError as exc:
+            except self._transient as exc:
                 if self._closing:
                     raise
                 log.warning(

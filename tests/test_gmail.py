@@ -91,9 +91,8 @@ async def get(url: str) -> tuple[int, str]:
 
 
 async def accounts(rig: GmailRig) -> int:
-    async with rig.core.db.execute("SELECT count(*) FROM accounts") as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    [(count,)] = await rig.core.db.fetchall("SELECT count(*) FROM accounts")
+    return int(count)
 
 
 async def test_replayed_unknown_and_expired_states_are_refused(rig: GmailRig) -> None:

@@ -6,8 +6,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
+from bot.store.engine import Database
 from bot.store.people import People
 from bot.store.vault import SecretBox
 
@@ -48,7 +47,7 @@ class PendingLogin:
 class Accounts:
     """The accounts, pending_logins and direct_rooms tables."""
 
-    def __init__(self, db: aiosqlite.Connection, box: SecretBox) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self._db = db
         self._box = box
         self._rooms: dict[str, str] = {}  # direct rooms known to be stored, to skip the write
@@ -60,7 +59,7 @@ class Accounts:
 
     async def get(self, user_key: str) -> Account | None:
         """Return the account linked to ``user_key``, if any."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT user_key, address, refresh_token, scopes, connected_at, made_by"
             " FROM accounts WHERE user_key = ?",
             (user_key,),
@@ -106,16 +105,16 @@ class Accounts:
     async def replace_refresh_token(self, account: Account, refresh_token: str) -> bool:
         """Store the refresh token Google rotated ``account``'s into; False if the link was
         replaced (or ended) meanwhile, which the newer link's token outranks."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "UPDATE accounts SET refresh_token = ? WHERE user_key = ? AND connected_at = ?",
             (self._box.seal(refresh_token.encode()), account.user_key, account.connected_at),
         )
-        return cur.rowcount == 1
+        return changed == 1
 
     async def delete(self, user_key: str) -> bool:
         """Forget the link; return whether there was one."""
-        cur = await self._db.execute("DELETE FROM accounts WHERE user_key = ?", (user_key,))
-        return cur.rowcount == 1
+        changed = await self._db.execute("DELETE FROM accounts WHERE user_key = ?", (user_key,))
+        return changed == 1
 
     async def new_login(
         self, user_key: str, display_name: str, room: str, verifier: str
@@ -135,7 +134,7 @@ class Accounts:
 
     async def find_login(self, state: str) -> PendingLogin | None:
         """Return a pending login by state, used or not, expired or not."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT state, user_key, display_name, room, verifier, expires_at, used"
             " FROM pending_logins WHERE state = ?",
             (state,),
@@ -149,15 +148,15 @@ class Accounts:
 
     async def consume_login(self, state: str) -> bool:
         """Mark a login used, atomically; False if it was used already or has expired."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "UPDATE pending_logins SET used = 1 WHERE state = ? AND used = 0 AND expires_at >= ?",
             (state, time.time()),
         )
-        return cur.rowcount == 1
+        return changed == 1
 
     async def direct_room(self, user_key: str) -> str | None:
         """Return the user's known direct chat with the bot."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT room FROM direct_rooms WHERE user_key = ?", (user_key,)
         )
         return next((str(r[0]) for r in rows), None)
@@ -170,7 +169,7 @@ class Accounts:
         await self._db.execute(
             "INSERT INTO direct_rooms (user_key, room) VALUES (?, ?)"
             " ON CONFLICT (user_key) DO UPDATE SET room = excluded.room"
-            " WHERE room != excluded.room",
+            " WHERE direct_rooms.room != excluded.room",
             (user_key, room),
         )
         if len(self._rooms) >= ROOMS_KEPT:  # memory must not grow with the number of users

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import aiosqlite
-
 from bot.errors import BotError
+from bot.store.engine import Database
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 MAX_ALIASES = 200
@@ -15,12 +14,12 @@ MAX_ALIASES = 200
 class Aliases:
     """The aliases table: (user, name) -> address."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def all(self, user_key: str) -> dict[str, str]:
         """Return the user's aliases, name -> address."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT name, address FROM aliases WHERE user_key = ? ORDER BY name", (user_key,)
         )
         return {str(name): str(address) for name, address in rows}
@@ -40,10 +39,10 @@ class Aliases:
 
     async def delete(self, user_key: str, name: str) -> bool:
         """Delete an alias; return whether it existed."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "DELETE FROM aliases WHERE user_key = ? AND name = ?", (user_key, name.lower())
         )
-        return cur.rowcount == 1
+        return changed == 1
 
 
 def alias_name(name: str) -> str:

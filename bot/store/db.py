@@ -1,4 +1,4 @@
-"""The SQLite database: opening it safely and bringing its schema up to date."""
+"""The store's database: opening it (a SQLite file, or a PostgreSQL server) and migrating it."""
 
 from __future__ import annotations
 
@@ -10,29 +10,27 @@ from pathlib import Path
 import aiosqlite
 
 from bot.errors import StoreError
+from bot.store.engine import Database, SqliteDatabase
 from bot.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 MEMORY = ":memory:"
 
 
+def is_url(target: Path | str) -> bool:
+    """Whether the configured database is a PostgreSQL URL (else a SQLite file)."""
+    return isinstance(target, str) and target.startswith(
+        ("postgresql://", "postgres://", "postgresql+asyncpg://")
+    )
+
+
 async def open_database(
-    path: Path | str, migrations: Sequence[Sequence[str]] = MIGRATIONS
-) -> aiosqlite.Connection:
-    """Open (creating with mode 0600) and migrate the database at ``path``."""
-    if str(path) != MEMORY:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Create the file ourselves so it is never readable by others, not even for a moment.
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(path, 0o600)
-    db = await aiosqlite.connect(str(path), isolation_level=None)
+    target: Path | str, migrations: Sequence[Sequence[str]] = MIGRATIONS
+) -> Database:
+    """Open and migrate the database ``target``: a PostgreSQL URL, or a SQLite file (created
+    with mode 0600)."""
+    db = await (_open_postgres(str(target)) if is_url(target) else _open_sqlite(target))
     try:
-        await db.execute("PRAGMA foreign_keys = ON")
-        if str(path) != MEMORY:
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("PRAGMA busy_timeout = 5000")
         await migrate(db, migrations)
     except BaseException:
         await db.close()
@@ -40,49 +38,59 @@ async def open_database(
     return db
 
 
-async def schema_version(db: aiosqlite.Connection) -> int:
-    """Return ``PRAGMA user_version``."""
-    async with db.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+async def _open_postgres(url: str) -> Database:
+    from bot.store.pg import PostgresDatabase  # SQLAlchemy only where PostgreSQL is used
+
+    return PostgresDatabase.connect(url)
 
 
-async def migrate(db: aiosqlite.Connection, migrations: Sequence[Sequence[str]]) -> None:
+async def _open_sqlite(path: Path | str) -> Database:
+    if str(path) != MEMORY:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Create the file ourselves so it is never readable by others, not even for a moment.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)
+    connection = await aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        await connection.execute("PRAGMA foreign_keys = ON")
+        if str(path) != MEMORY:
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA synchronous = NORMAL")
+        await connection.execute("PRAGMA busy_timeout = 5000")
+    except BaseException:
+        await connection.close()
+        raise
+    return SqliteDatabase(connection)
+
+
+async def schema_version(db: Database) -> int:
+    """Return the schema version ``db`` is at."""
+    return await db.schema_version()
+
+
+async def migrate(db: Database, migrations: Sequence[Sequence[str]]) -> None:
     """Apply the migrations the database lacks, each in its own transaction."""
-    version = await schema_version(db)
+    version = await db.schema_version()
     if version > len(migrations):
         raise StoreError(
             f"The database is at schema version {version}, but this mailbridge knows only "
             f"{len(migrations)}: it was written by a newer mailbridge. Upgrade mailbridge, or "
             "restore a backup made before the upgrade."
         )
-    while version < len(migrations):
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            # Read again under the write lock: another connection may have migrated meanwhile.
-            version = await schema_version(db)
-            if version < len(migrations):
-                for statement in migrations[version]:
-                    await db.execute(statement)
-                version += 1
-                await db.execute(f"PRAGMA user_version = {version}")
-                log.info("database migrated to schema version %d", version)
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        await db.execute("COMMIT")
+    for number in range(version + 1, len(migrations) + 1):
+        if await db.apply(number, migrations[number - 1]):
+            log.info("database migrated to schema version %d", number)
 
 
-async def ping(db: aiosqlite.Connection) -> None:
+async def ping(db: Database) -> None:
     """Run the cheapest statement: raises if the database does not answer."""
-    async with db.execute("SELECT 1") as cur:
-        await cur.fetchone()
+    await db.fetchall("SELECT 1")
 
 
-async def tally(db: aiosqlite.Connection) -> tuple[dict[str, int], int]:
+async def tally(db: Database) -> tuple[dict[str, int], int]:
     """Return the outbox's rows by state, and how many accounts are linked."""
-    async with db.execute("SELECT state, count(*) FROM outbox GROUP BY state") as cur:
-        counts = {str(state): int(n) for state, n in await cur.fetchall()}
-    async with db.execute("SELECT count(*) FROM accounts") as cur:
-        row = await cur.fetchone()
-    return counts, int(row[0]) if row else 0
+    rows = await db.fetchall("SELECT state, count(*) FROM outbox GROUP BY state")
+    counts = {str(state): int(n) for state, n in rows}
+    linked = await db.fetchall("SELECT count(*) FROM accounts")
+    return counts, next((int(r[0]) for r in linked), 0)

@@ -6,8 +6,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 
-import aiosqlite
-
+from bot.store.engine import Database
 from bot.store.vault import SecretBox
 
 
@@ -30,7 +29,7 @@ class Draft:
 class Drafts:
     """The drafts table; its answers (recipients, subject, body) are sealed at rest."""
 
-    def __init__(self, db: aiosqlite.Connection, box: SecretBox) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self._db = db
         self._box = box
         self._locks: dict[str, asyncio.Lock] = {}
@@ -42,7 +41,7 @@ class Drafts:
     async def get(self, user_key: str) -> Draft | None:
         """Return the user's draft, if one is open (expired or not)."""
         rows = list(
-            await self._db.execute_fetchall(
+            await self._db.fetchall(
                 "SELECT room, step, sealed, updated_at FROM drafts WHERE user_key = ?",
                 (user_key,),
             )
@@ -81,10 +80,10 @@ class Drafts:
 
     async def drop(self, user_key: str) -> bool:
         """Delete the user's draft; return whether there was one."""
-        cur = await self._db.execute("DELETE FROM drafts WHERE user_key = ?", (user_key,))
+        changed = await self._db.execute("DELETE FROM drafts WHERE user_key = ?", (user_key,))
         if not self.lock(user_key).locked():
             del self._locks[user_key]
-        return cur.rowcount == 1
+        return changed == 1
 
 
 def _answered(value: object) -> tuple[str, ...]:

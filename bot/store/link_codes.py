@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiosqlite
-
 from bot.errors import BotError
+from bot.store.engine import Database
 
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 LENGTH = 8
@@ -54,9 +53,7 @@ def _hash(code: str) -> str:
 class LinkCodes:
     """The link_codes and link_tries tables."""
 
-    def __init__(
-        self, db: aiosqlite.Connection, ttl: float, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, db: Database, ttl: float, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self.ttl = ttl
         self._clock = clock
@@ -82,7 +79,7 @@ class LinkCodes:
         Raises BotError once the claimer has typed too many wrong codes."""
         now = self._clock()
         await self._db.execute("DELETE FROM link_tries WHERE at < ?", (now - TRIES_WINDOW,))
-        tries = await self._db.execute_fetchall(
+        tries = await self._db.fetchall(
             "SELECT count(*) FROM link_tries WHERE user_key = ?", (claimer,)
         )
         if next((int(r[0]) for r in tries), 0) >= TRIES:
@@ -91,18 +88,18 @@ class LinkCodes:
                 "/link <code> again with a fresh code."
             )
         wanted = _hash(typed)
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT code_hash FROM link_codes WHERE claimed_by = '' AND expires_at >= ?", (now,)
         )
         found = [str(r[0]) for r in rows if hmac.compare_digest(str(r[0]), wanted)]
         if found:
             # Single use: of two claims at once, one UPDATE finds the code unclaimed.
-            cur = await self._db.execute(
+            changed = await self._db.execute(
                 "UPDATE link_codes SET claimed_by = ?, claimer_name = ?, expires_at = ?"
                 " WHERE code_hash = ? AND claimed_by = ''",
                 (claimer, claimer_name, now + self.ttl, found[0]),
             )
-            if cur.rowcount == 1:
+            if changed == 1:
                 return await self.pending(claimer)
         await self._db.execute(
             "INSERT INTO link_tries (user_key, at) VALUES (?, ?)", (claimer, now)
@@ -111,7 +108,7 @@ class LinkCodes:
 
     async def pending(self, claimer: str) -> LinkCode | None:
         """Return the code ``claimer`` typed and has not yet confirmed or cancelled."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT code_hash, user_key, display_name, expires_at, claimed_by, claimer_name"
             " FROM link_codes WHERE claimed_by = ? AND expires_at >= ?"
             " ORDER BY expires_at DESC LIMIT 1",
@@ -125,7 +122,7 @@ class LinkCodes:
 
     async def finish(self, code: LinkCode) -> bool:
         """Use up a claimed code (joined or cancelled); False if it already was."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "DELETE FROM link_codes WHERE code_hash = ?", (code.code_hash,)
         )
-        return cur.rowcount == 1
+        return changed == 1

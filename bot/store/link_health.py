@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
+from bot.store.engine import Database
 
 TESTING_LIFETIME = 7 * 86400.0  # Google ends a Testing app's links 7 days after consent
 
@@ -39,13 +39,13 @@ class EndedLink:
 class LinkHealth:
     """The link_health and ended_links tables."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def links(self) -> list[str]:
         """Return the user keys of every link, the longest unconfirmed first (so restarts
         never keep the same links from their turn)."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT a.user_key FROM accounts a LEFT JOIN link_health h USING (user_key)"
             " ORDER BY h.confirmed_at IS NOT NULL, h.confirmed_at, a.user_key"
         )
@@ -54,7 +54,7 @@ class LinkHealth:
     async def get(self, user_key: str, connected_at: float) -> Health:
         """Return the health of ``user_key``'s link made at ``connected_at`` (a reconnect
         starts afresh)."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT confirmed_at, expires_at, warned FROM link_health"
             " WHERE user_key = ? AND connected_at = ?",
             (user_key, connected_at),
@@ -100,7 +100,7 @@ class LinkHealth:
 
     async def untold(self) -> list[EndedLink]:
         """Return the ended links whose owners were not told yet."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT user_key, tell, address, ended_at FROM ended_links WHERE told = 0"
             " ORDER BY ended_at"
         )

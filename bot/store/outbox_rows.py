@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
-from bot.store.durable import Durable
+from bot.store.engine import Database
 
 HELD, QUEUED, SENDING, SENT = "held", "queued", "sending", "sent"
 FAILED, UNKNOWN, CANCELLED = "failed", "unknown", "cancelled"
@@ -69,22 +67,22 @@ class NewRow:
 class OutboxRows:
     """The outbox and known_recipients tables."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._durable = Durable(db)  # the accept and the claim survive a power cut
 
     async def insert(self, new: NewRow, limits: tuple[int, int], now: float) -> OutboxRow | None:
         """Insert ``new`` unless its person has had ``limits`` (per minute, per day) rows since
         ``now`` or its event was recorded before; return the row, or None."""
         # One statement counts and records, so a burst cannot slip past the limits (SQLite
-        # runs one write at a time), and gives the row back. The WHERE also keeps SQLite from
-        # reading ON CONFLICT as a join.
-        found = await self._durable.fetch(
+        # runs one write at a time; on PostgreSQL ``serial`` queues one person's accepts, on
+        # every instance), and gives the row back. The WHERE also keeps SQLite from reading
+        # ON CONFLICT as a join. Durable: the accept decides what the user was told.
+        found = await self._db.durable(
             "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
             " state, created_at, updated_at, due_at, author, person)"
             " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-            " WHERE (SELECT total(created_at >= ?) < ? AND count(*) < ? FROM outbox"
-            "  WHERE person = ? AND created_at >= ?)"
+            " WHERE (SELECT count(*) FILTER (WHERE created_at >= ?) < ? AND count(*) < ?"
+            "  FROM outbox WHERE person = ? AND created_at >= ?)"
             f" ON CONFLICT (event_key) DO NOTHING RETURNING {_COLUMNS}",
             (
                 new.event_key,
@@ -106,13 +104,14 @@ class OutboxRows:
                 new.person or new.user_key,
                 now - 86_400,
             ),
+            serial=new.person or new.user_key,  # one person's accepts one at a time
         )
         return next((_row(r) for r in found), None)
 
     async def counts_since(self, person: str, *since: float) -> list[int]:
         """Return how many mails ``person`` has had accepted since each time in ``since``."""
-        cases = ", ".join("coalesce(sum(created_at >= ?), 0)" for _ in since)
-        rows = await self._db.execute_fetchall(
+        cases = ", ".join("count(*) FILTER (WHERE created_at >= ?)" for _ in since)
+        rows = await self._db.fetchall(
             f"SELECT {cases} FROM outbox WHERE person = ? AND created_at >= ?",
             (*since, person, min(since)),
         )
@@ -120,7 +119,7 @@ class OutboxRows:
 
     async def last_sent(self, person: str) -> float | None:
         """Return when the person's newest mail was sent, if ever."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT max(updated_at) FROM outbox WHERE person = ? AND state = ?",
             (person, SENT),
         )
@@ -128,14 +127,12 @@ class OutboxRows:
 
     async def get(self, row_id: int) -> OutboxRow | None:
         """Return one row by number."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)
-        )
+        rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,))
         return next((_row(r) for r in rows), None)
 
     async def latest(self, person: str, state: str) -> OutboxRow | None:
         """Return the person's newest row in ``state``."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM outbox WHERE person = ? AND state = ?"
             " ORDER BY id DESC LIMIT 1",
             (person, state),
@@ -144,7 +141,7 @@ class OutboxRows:
 
     async def history(self, person: str, limit: int = 10) -> list[OutboxRow]:
         """Return the person's newest rows (from all its chat accounts), newest first."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM outbox WHERE person = ? ORDER BY id DESC LIMIT ?",
             (person, limit),
         )
@@ -152,34 +149,34 @@ class OutboxRows:
 
     async def release(self, row_id: int, due_at: float) -> bool:
         """Move a held row to queued (the user pressed Send); False if it is not held."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "UPDATE outbox SET state = ?, due_at = ?, updated_at = ? WHERE id = ? AND state = ?",
             (QUEUED, due_at, time.time(), row_id, HELD),
         )
-        return cur.rowcount == 1
+        return changed == 1
 
     async def cancel(self, row_id: int) -> bool:
         """Cancel a held or queued row; False if it already left or ended."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "UPDATE outbox SET state = ?, raw = NULL, updated_at = ? WHERE id = ?"
             " AND state IN (?, ?)",
             (CANCELLED, time.time(), row_id, HELD, QUEUED),
         )
-        return cur.rowcount == 1
+        return changed == 1
 
     async def requeue(self, row_id: int) -> bool:
         """Queue a failed or unknown row again; return whether it was."""
-        cur = await self._db.execute(
+        changed = await self._db.execute(
             "UPDATE outbox SET state = ?, told = 0, updated_at = ? WHERE id = ?"
             " AND state IN (?, ?) AND raw IS NOT NULL",
             (QUEUED, time.time(), row_id, FAILED, UNKNOWN),
         )
-        return cur.rowcount == 1
+        return changed == 1
 
     async def unfinished(self) -> list[tuple[OutboxRow, bool]]:
         """Return rows queued or mid-send, and decided rows whose owner was not surely told
         (with whether telling them had begun)."""
-        found = await self._db.execute_fetchall(
+        found = await self._db.fetchall(
             f"SELECT {_COLUMNS}, told FROM outbox WHERE state IN (?, ?)"
             " OR (state IN (?, ?, ?) AND told != 1) ORDER BY id",
             (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
@@ -188,7 +185,7 @@ class OutboxRows:
 
     async def due(self, before: float) -> list[OutboxRow]:
         """Return the queued rows due at or before ``before``, the soonest first."""
-        found = await self._db.execute_fetchall(
+        found = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND due_at <= ? ORDER BY due_at",
             (QUEUED, before),
         )
@@ -196,14 +193,14 @@ class OutboxRows:
 
     async def next_due(self, after: float) -> float | None:
         """Return when the first queued row due after ``after`` is due, if any."""
-        found = await self._db.execute_fetchall(
+        found = await self._db.fetchall(
             "SELECT min(due_at) FROM outbox WHERE state = ? AND due_at > ?", (QUEUED, after)
         )
         return next((float(r[0]) for r in found if r[0] is not None), None)
 
     async def claim(self, row_id: int) -> tuple[OutboxRow, bytes] | None:
         """Move a queued row to sending, durably; return it and its sealed content, or None."""
-        found = await self._durable.fetch(
+        found = await self._db.durable(
             f"UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
             f" RETURNING {_COLUMNS}, raw",
             (SENDING, time.time(), row_id, QUEUED),
@@ -226,7 +223,7 @@ class OutboxRows:
 
     async def unknown_recipients(self, person: str, addresses: list[str]) -> list[str]:
         """Return the addresses this person has never had a mail sent to."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             f"SELECT address FROM known_recipients WHERE user_key = ? AND address IN"
             f" ({', '.join('?' * len(addresses))})",
             (person, *(a.lower() for a in addresses)),
@@ -240,7 +237,9 @@ class OutboxRows:
         values = ", ".join("(?, ?)" for _ in addresses)
         params = [p for a in addresses for p in (row.person or row.user_key, a)]
         await self._db.execute(
-            f"INSERT OR IGNORE INTO known_recipients (user_key, address) VALUES {values}", params
+            f"INSERT INTO known_recipients (user_key, address) VALUES {values}"
+            " ON CONFLICT DO NOTHING",
+            params,
         )
 
 

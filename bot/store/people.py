@@ -8,10 +8,9 @@ count for (``person``): histories and send limits are the person's.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import aiosqlite
+from bot.store.engine import Database
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -19,19 +18,17 @@ Statement = tuple[str, tuple[Any, ...]]
 class People:
     """The people table, and the moves of data that joining and separating make."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def person(self, user_key: str) -> str:
         """Return the person ``user_key`` belongs to (its own key unless joined)."""
-        rows = await self._db.execute_fetchall(
-            "SELECT person FROM people WHERE user_key = ?", (user_key,)
-        )
+        rows = await self._db.fetchall("SELECT person FROM people WHERE user_key = ?", (user_key,))
         return next((str(r[0]) for r in rows), user_key)
 
     async def members(self, person: str) -> list[str]:
         """Return the chat accounts of ``person``, the person's own first."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT user_key FROM people WHERE person = ? ORDER BY user_key != person, user_key",
             (person,),
         )
@@ -96,28 +93,14 @@ class People:
         return members
 
     async def _transaction(self, statements: list[Statement]) -> None:
-        # The connection is shared and autocommits: all statements are queued at once, so its
-        # one worker runs them back to back between BEGIN and COMMIT (as bot.store.durable
-        # does); any failure rolls the whole move back.
-        results = await asyncio.gather(
-            self._db.execute_fetchall("BEGIN IMMEDIATE"),
-            *(self._db.execute_fetchall(sql, params) for sql, params in statements),
-            return_exceptions=True,
-        )
-        failed = next((r for r in results if isinstance(r, BaseException)), None)
-        if failed is None:
-            await self._db.execute_fetchall("COMMIT")
-            return
-        if not isinstance(results[0], BaseException):
-            await self._db.execute_fetchall("ROLLBACK")
-        raise failed
+        await self._db.transaction(statements)
 
 
 def _copy(table: str, columns: str, source: str, target: str) -> list[Statement]:
     return [
         (
-            f"INSERT OR IGNORE INTO {table} (user_key, {columns})"
-            f" SELECT ?, {columns} FROM {table} WHERE user_key = ?",
+            f"INSERT INTO {table} (user_key, {columns})"
+            f" SELECT ?, {columns} FROM {table} WHERE user_key = ? ON CONFLICT DO NOTHING",
             (target, source),
         )
     ]

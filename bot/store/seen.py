@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 
-import aiosqlite
+from bot.store.engine import Database
 
 CLAIMED, DONE = "claimed", "done"
 KEEP = 172_800.0  # seconds; networks redeliver for a day at most (Telegram keeps updates 24 h)
@@ -22,7 +22,7 @@ KEEP = 172_800.0  # seconds; networks redeliver for a day at most (Telegram keep
 class Claims:
     """The seen_events table: one row per event key, claimed, then done."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
         self.run = secrets.token_hex(8)  # this process run; a restart is a new run
         self._pruned = 0.0
@@ -33,7 +33,7 @@ class Claims:
         # One statement, so two deliveries at once cannot both get it (SQLite serialises
         # writes; on PostgreSQL the same upsert takes a row lock).
         got = bool(
-            await self._db.execute_fetchall(
+            await self._db.fetchall(
                 "INSERT INTO seen_events (event_key, seen_at, state, run) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (event_key) DO UPDATE SET seen_at = excluded.seen_at,"
                 " run = excluded.run WHERE seen_events.state = ?"

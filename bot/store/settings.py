@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import aiosqlite
+from bot.store.engine import Database
 
 TIMEZONE, SIGNATURE = "timezone", "signature"
 
@@ -10,19 +10,19 @@ TIMEZONE, SIGNATURE = "timezone", "signature"
 class Settings:
     """The user_settings table: (user, name) -> value."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def get(self, user_key: str, name: str) -> str | None:
         """Return the user's value of ``name``, or None if unset."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT value FROM user_settings WHERE user_key = ? AND name = ?", (user_key, name)
         )
         return next((str(r[0]) for r in rows), None)
 
     async def all(self, user_key: str) -> dict[str, str]:
         """Return every setting of the user, name -> value."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT name, value FROM user_settings WHERE user_key = ?", (user_key,)
         )
         return {str(name): str(value) for name, value in rows}
