@@ -81,11 +81,10 @@ class SqliteDatabase(Database):
         return list(await self.connection.execute_fetchall(sql, params))
 
     async def execute(self, sql: str, params: Params = ()) -> int:
+        # One trip to the worker thread: the cursor is not closed (a second trip); it holds
+        # no lock once its statement is done, and the garbage collector frees it.
         cur = await self.connection.execute(sql, params)
-        try:
-            return cur.rowcount
-        finally:
-            await cur.close()
+        return cur.rowcount
 
     async def transaction(self, statements: Sequence[Statement]) -> list[list[Row]]:
         # The connection is shared and autocommits: all statements are queued at once, so its
