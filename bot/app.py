@@ -56,6 +56,7 @@ def key_file(config: Config, env: Mapping[str, str] | None = None) -> Path | Non
 def preflight(config: Config, *, console: bool = False, read_client: bool = True) -> None:
     """Import what this configuration runs and read its Google client, so that a missing
     library or a broken client file is one line from ``check`` (and ``run``), not a traceback."""
+    key_file(config)  # PostgreSQL: no instance may make up a data key of its own
     needs: list[tuple[str, str]] = []
     if config.mail_backend == "gmail":
         needs += [
@@ -175,12 +176,13 @@ class App:
         start the web server, recover the outbox and start the link check; close it all on
         leaving. ``clock`` is the time of scheduled mail and of the link check (tests move
         it)."""
+        keys = key_file(config, env)  # before the database: a missing key is one sentence
         db = await open_database(config.bot.database)
         backend: MailBackend | None = None
         web: WebServer | None = None
         check: LinkCheck | None = None
         try:
-            key = SecretBox(load_key(key_file(config, env), env=env))
+            key = SecretBox(load_key(keys, env=env))
             core, check = build_core(config, db, key, clock)
             backend = core.backend
             if serve_web:

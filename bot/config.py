@@ -19,7 +19,7 @@ from bot.when import parse_zone
 class BotConfig:
     """``[bot]``: storage, who may use the bot, send limits, logging."""
 
-    database: Path | str = Path("mailbridge.db")  # a SQLite file, or a postgresql:// URL
+    database: Path | str = field(default=Path("mailbridge.db"), repr=False)  # file or URL
     data_key_file: Path | None = None  # default: the database path + ".key"
     allowed_users: tuple[str, ...] = ()
     sends_per_minute: int = 10

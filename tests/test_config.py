@@ -159,3 +159,36 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
 def test_version() -> None:
     result = run_cli("--version", cwd=ROOT)
     assert result.stdout.strip() == "mailbridge 0.1.0"
+
+
+def test_a_postgresql_database_is_a_url_and_its_password_is_never_shown(tmp_path: Path) -> None:
+    url = "postgresql://mb:s3cret-pw@db.example.org:5432/mailbridge"
+    (tmp_path / "config.toml").write_text(
+        f"[bot]\ndatabase = '{url}'\ndata_key_file = 'shared.key'\n"
+    )
+    loaded = config.load(tmp_path / "config.toml", env={})
+    assert loaded.bot.database == url  # a URL, not a file beside the configuration
+    assert "s3cret-pw" not in repr(loaded)
+    from_env = config.load(
+        tmp_path / "config.toml", env={"MAILBRIDGE_DATABASE_URL": "postgres://x@/other"}
+    )
+    assert from_env.bot.database == "postgres://x@/other"
+    result = run_cli("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "db.example.org:5432/mailbridge" in result.stdout
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_a_postgresql_database_without_a_shared_data_key_is_refused(tmp_path: Path) -> None:
+    # Instances that each made up a key could not open each other's sealed tokens and mail.
+    (tmp_path / "config.toml").write_text("[bot]\ndatabase = 'postgresql://mb@/mailbridge'\n")
+    for command in ("check", "run"):
+        result = (
+            run_cli(command, "--console", cwd=tmp_path)
+            if command == "run"
+            else run_cli(command, cwd=tmp_path)
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "[bot] data_key_file" in result.stderr
+        assert "MAILBRIDGE_DATA_KEY" in result.stderr
+        assert not list(tmp_path.glob("*.key"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from bot.config import Config
+from bot.store.db import shown
 
 
 def describe(c: Config) -> list[str]:
     """Say in a few lines what this configuration would run."""
     lines = [
-        f"database: {c.bot.database}",
+        f"database: {shown(c.bot.database)}",
         f"allowed users: {', '.join(c.bot.allowed_users) or 'anyone'}",
         f"send limits per user: {c.bot.sends_per_minute}/minute, {c.bot.sends_per_day}/day",
         f"web server: listening on {c.web.listen}, public URL {c.web.public_url}",

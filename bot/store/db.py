@@ -24,6 +24,15 @@ def is_url(target: Path | str) -> bool:
     )
 
 
+def shown(target: Path | str) -> str:
+    """Return the configured database for output and logs: a URL without its password."""
+    if not is_url(target):
+        return str(target)
+    from bot.store.pg import shown as shown_url
+
+    return shown_url(str(target))
+
+
 async def open_database(
     target: Path | str, migrations: Sequence[Sequence[str]] = MIGRATIONS
 ) -> Database:
