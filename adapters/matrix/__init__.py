@@ -77,10 +77,17 @@ class MatrixAdapter:
     ) -> None:
         self._config = config
         self._store = Path(config.store_path)
-        self.client = LinkedClient(
-            config.homeserver,
-            config.user_id,
-            link=Link(self.platform, metrics),
+        self._link = Link(self.platform, metrics)
+        self.client = self._new_client()
+        self._sync = Sync(self.client, self._store, admit)
+        self._runs = 0  # runs started: with several instances, one per time this one leads
+        self._running = False  # False while another instance leads the sync (or not started)
+
+    def _new_client(self) -> LinkedClient:
+        return LinkedClient(
+            self._config.homeserver,
+            self._config.user_id,
+            link=self._link,
             store_path=str(self._store),
             config=AsyncClientConfig(
                 store_sync_tokens=False,  # we store the token ourselves, after handling
@@ -90,20 +97,31 @@ class MatrixAdapter:
                 max_timeout_retry_wait_time=5,  # back soon after the homeserver returns
             ),
         )
-        self._sync = Sync(self.client, self._store, admit)
 
     async def connected(self) -> bool:
-        """Whether the bot is logged in and the homeserver answers (/versions, if in doubt)."""
+        """Whether the bot is logged in and the homeserver answers (/versions, if in doubt);
+        on an instance standing by while another leads the sync, whether the homeserver
+        answers (it makes no other request that would tell)."""
+        if not self._running:
+            await self.client.probe(PROBE_TIMEOUT)
+            return self.client.link.connected
         if self.client.logged_in and not self.client.link.connected:
             await self.client.probe(PROBE_TIMEOUT)
         return bool(self.client.logged_in) and self.client.link.connected
 
     async def run(self, handler: Handler) -> None:
         """Log in (or restore the device), skip the backlog once, then sync until cancelled."""
+        self._runs += 1
+        if self._runs > 1:
+            # Leading again (several instances): another leader used the store meanwhile, so
+            # the device's keys and sessions are read afresh from it, never kept in memory.
+            self.client = self._sync.client = self._new_client()
+        self._running = True
         try:
             await self._login()
             await self._sync.run(handler)
         finally:
+            self._running = False
             # Never log out: that would delete the device and its encryption keys.
             await self.client.close()
 

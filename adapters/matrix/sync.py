@@ -66,9 +66,31 @@ class Sync:
         _remember(self._buttons, event_id, reactions)
 
     async def run(self, handler: Handler) -> None:
-        """Skip the backlog on the first start (answering invites only), then sync forever."""
+        """Skip the backlog on the first start (answering invites only), then sync forever.
+
+        When cancelled (a stop, or another instance took the sync over), the events still being
+        handled are cancelled too and the token stays where it was: whoever syncs next gets
+        them again, and the core's claims let it answer each once."""
         self._handler = handler
+        self._batches.clear()
+        try:
+            await self._run()
+        finally:
+            self._handler = None  # before the cancellations below, which would commit
+            batches = [tasks for _, tasks in self._batches] + [self._current]
+            cut = {t for tasks in batches for t in tasks if not t.done()}
+            self._batches.clear()
+            for task in cut:
+                task.cancel()
+            await asyncio.gather(*cut, return_exceptions=True)
+
+    async def _run(self) -> None:
         since = self._token_file.read_text().strip() if self._token_file.exists() else None
+        # A restored token (a restart, or this instance taking the sync over): the client knows
+        # no room yet, and an incremental sync brings only the state that changed since, so
+        # the first one asks for the full state (nio's advice for a stored token); without the
+        # room's m.room.encryption event a reply would go out unencrypted.
+        full = since is not None
         if since is None:
             first = await self.client.sync(timeout=0, full_state=True)
             if isinstance(first, SyncError):
@@ -86,14 +108,16 @@ class Sync:
         backoff = Backoff(MAX_BACKOFF)
         while True:
             self._current = set()
-            response = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=since)
+            response = await self.client.sync(
+                timeout=SYNC_TIMEOUT_MS, since=since, full_state=True if full else None
+            )
             if isinstance(response, SyncError):
                 delay = backoff.failed()
                 log.warning("Matrix sync failed (%s); trying again in %.0f s", response, delay)
                 await asyncio.sleep(delay)
                 continue
             backoff.succeeded()
-            since = response.next_batch
+            since, full = response.next_batch, False
             self._batches.append((since, self._current))
             for task in self._current:
                 task.add_done_callback(lambda _: self._commit())
@@ -115,6 +139,8 @@ class Sync:
 
     def _commit(self) -> None:
         # Store the newest token whose events (and all before them) have been handled.
+        if self._handler is None:
+            return  # this run ended: the next leader owns the token now
         newest = None
         while self._batches and all(t.done() for t in self._batches[0][1]):
             newest = self._batches.popleft()[0]
