@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot import __version__, config, logs
 from bot.check.describe import describe
-from bot.errors import ConfigError, InstallError, InUseError, StoreError
+from bot.errors import ConfigError, InstallError, InUseError, NotEmptyError, StoreError
 
 try:
     from bot import app
@@ -33,11 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(_config_path(args.config, required=True), online=args.online)
         if args.command in ("backup", "restore"):
             return _backup(args.command, _config_path(args.config, required=True), args.folder)
+        if args.command == "migrate":
+            return _migrate(_config_path(args.config, required=True), args.to)
         return _run(_config_path(args.config, required=False), console=args.console)
     except ConfigError as exc:
         print(f"mailbridge: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (InstallError, InUseError) as exc:
+    except (InstallError, InUseError, NotEmptyError) as exc:
         print(f"mailbridge: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mailbridge {__version__}")
     parser.set_defaults(command="run", config=None, console=False)
-    sub = parser.add_subparsers(dest="command", metavar="{run,check,backup,restore}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,backup,restore,migrate}")
     config_help = "configuration file (default: $MAILBRIDGE_CONFIG, else ./config.toml)"
     run = sub.add_parser("run", help="run the bot (the default)")
     run.add_argument("--config", type=Path, help=config_help)
@@ -72,7 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         command.add_argument("folder", type=Path, metavar="FOLDER")
         command.add_argument("--config", type=Path, help=config_help)
+    move = sub.add_parser("migrate", help="copy the SQLite database into an empty PostgreSQL one")
+    move.add_argument("--to", required=True, type=_postgres_url, metavar="postgresql://…")
+    move.add_argument("--config", type=Path, help=config_help)
     return parser
+
+
+def _postgres_url(text: str) -> str:
+    from bot.store.db import is_url
+
+    if not is_url(text):  # never echo it: it may hold a password
+        raise argparse.ArgumentTypeError("give a PostgreSQL URL: postgresql://user@host/db")
+    return text
 
 
 def _config_path(given: Path | None, *, required: bool) -> Path | None:
@@ -126,6 +139,16 @@ def _backup(command: str, path: Path | None, folder: Path) -> int:
     assert path is not None
     cfg = config.load(path)
     for line in (backup if command == "backup" else restore)(cfg, folder, app.key_file(cfg)):
+        print(line)
+    return 0
+
+
+def _migrate(path: Path | None, url: str) -> int:
+    from bot.migrate import migrate_to
+
+    assert path is not None
+    cfg = config.load(path)
+    for line in migrate_to(cfg, url, app.key_file(cfg)):
         print(line)
     return 0
 

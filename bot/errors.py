@@ -14,6 +14,7 @@ apology, never the exception text.
     StoreError              the database cannot be used (e.g. newer than the code)
     InstallError            a library the configuration needs cannot be imported
     InUseError              another process holds the database
+    NotEmptyError           the database to copy into already holds data (migrate)
 """
 
 from __future__ import annotations
@@ -73,3 +74,7 @@ class InstallError(Exception):
 
 class InUseError(Exception):
     """Another mailbridge process holds the database; the message names it and the process."""
+
+
+class NotEmptyError(Exception):
+    """A copy would go into a database that is not empty; the message says what it holds."""

@@ -47,6 +47,11 @@ def shown(url: str) -> str:
     return make_url(engine_url(url)).render_as_string(hide_password=True)
 
 
+def has_password(url: str) -> bool:
+    """Whether ``url`` holds a password (``shown`` hides it)."""
+    return make_url(engine_url(url)).password is not None
+
+
 @functools.lru_cache(maxsize=1024)
 def dollar(sql: str) -> str:
     """Rewrite the ``?`` placeholders of ``sql`` (outside string literals) as ``$1, $2 …``."""
