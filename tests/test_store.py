@@ -24,7 +24,7 @@ from bot.store.db import is_url, open_database, schema_version
 from bot.store.drafts import Draft, Drafts
 from bot.store.engine import Database
 from bot.store.link_codes import LinkCodes
-from bot.store.link_health import LinkHealth
+from bot.store.link_health import Health, LinkHealth
 from bot.store.migrations import MIGRATIONS
 from bot.store.outbox_rows import QUEUED, SENDING, SENT, NewRow, OutboxRows
 from bot.store.people import People
@@ -320,6 +320,17 @@ async def test_settings_aliases_drafts_codes_and_link_health(db: Database, box: 
     assert [e.user_key for e in await health.untold()] == ["p"]
     await health.told("p")
     assert await health.untold() == []
+
+
+async def test_link_health_upserts_keep_or_reset_the_warning(db: Database) -> None:
+    health = LinkHealth(db)
+    await health.confirmed("p", 100.0, 101.0, 900.0)
+    await health.mark_warned("p", 100.0)
+    await health.confirmed("p", 100.0, 102.0, None)  # the same link confirmed again
+    assert await health.get("p", 100.0) == Health(100.0, 102.0, 900.0, True)
+    await health.mark_warned("p", 50.0)  # an older link's warning changes nothing
+    await health.confirmed("p", 200.0, 201.0, None)  # a new link: a new warning is due
+    assert await health.get("p", 200.0) == Health(200.0, 201.0, None, False)
 
 
 # --- the data key --------------------------------------------------------------------------

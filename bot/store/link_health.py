@@ -70,10 +70,13 @@ class LinkHealth:
         """Record that Google accepted the link at ``at`` (and, if it said, when it ends)."""
         await self._db.execute(
             "INSERT INTO link_health (user_key, connected_at, confirmed_at, expires_at)"
+            # The stored row's columns qualified: PostgreSQL finds a bare name ambiguous.
             " VALUES (?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET"
-            " warned = CASE WHEN connected_at = excluded.connected_at THEN warned ELSE 0 END,"
+            " warned = CASE WHEN link_health.connected_at = excluded.connected_at"
+            "   THEN link_health.warned ELSE 0 END,"
             " expires_at = CASE WHEN excluded.expires_at IS NOT NULL THEN excluded.expires_at"
-            "   WHEN connected_at = excluded.connected_at THEN expires_at END,"
+            "   WHEN link_health.connected_at = excluded.connected_at"
+            "   THEN link_health.expires_at END,"
             " connected_at = excluded.connected_at, confirmed_at = excluded.confirmed_at",
             (user_key, connected_at, at, expires_at),
         )
@@ -84,7 +87,7 @@ class LinkHealth:
         await self._db.execute(
             "INSERT INTO link_health (user_key, connected_at, warned) VALUES (?, ?, 1)"
             " ON CONFLICT (user_key) DO UPDATE SET warned = 1"
-            " WHERE connected_at = excluded.connected_at",
+            " WHERE link_health.connected_at = excluded.connected_at",
             (user_key, connected_at),
         )
 
