@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from bot.config import Config
-from bot.errors import StoreError
+from bot.errors import ConfigError, StoreError
 from bot.lock import hold
 from bot.store.db import MEMORY, open_database
 from bot.store.engine import SqliteDatabase
@@ -28,7 +28,8 @@ def migrate_to(config: Config, url: str, key_file: Path | None) -> list[str]:
     database = _database(config)
     with hold(database):  # the lock `mailbridge run` holds: refused while a bot runs on it
         version, copied = asyncio.run(_copy(database, url))
-    where = shown(url)
+    # As the operator wrote it (shown() spells the driver's scheme), without the password.
+    where = url.split("://", 1)[0] + "://" + shown(url).split("://", 1)[1]
     said = [f"copied {database} (schema version {version}) into {where} in one transaction:"]
     said += [f"  {table}: {rows}" for table, rows in copied]
     said.append(f"  {len(copied)} tables, {sum(n for _, n in copied)} rows")
@@ -66,7 +67,7 @@ async def _copy(database: Path, url: str) -> tuple[int, list[tuple[str, int]]]:
 def _database(config: Config) -> Path:
     database = config.bot.database
     if not isinstance(database, Path):
-        raise StoreError(
+        raise ConfigError(
             "[bot] database is already PostgreSQL (or $MAILBRIDGE_DATABASE_URL is set):"
             " migrate copies the SQLite file [bot] database names; point it at that file"
         )
