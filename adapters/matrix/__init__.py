@@ -28,6 +28,7 @@ from nio import (
 from nio.crypto.attachments import decrypt_attachment
 
 from adapters.link import Link
+from adapters.matrix.device import check_store
 from adapters.matrix.sync import SYNC_TIMEOUT_MS, Sync
 from adapters.matrix.translate import notice, reaction
 from bot.chat import Admit, Attachment, AttachmentRefused, Handler, NetworkMetrics, Reply
@@ -209,12 +210,22 @@ class MatrixAdapter:
         saved = self._store / "credentials.json"
         if saved.exists():
             creds = json.loads(saved.read_text())
+            await check_store(
+                self.client,
+                self._store,
+                creds["user_id"],
+                creds["device_id"],
+                creds["access_token"],
+            )
             self.client.restore_login(creds["user_id"], creds["device_id"], creds["access_token"])
         elif self._config.access_token:
             self.client.access_token = self._config.access_token
             who = await self.client.whoami()
             if isinstance(who, WhoamiError) or not who.device_id:
                 raise ConfigError(f"[matrix] access_token: the homeserver refused it ({who})")
+            await check_store(
+                self.client, self._store, who.user_id, who.device_id, self._config.access_token
+            )
             self.client.restore_login(who.user_id, who.device_id, self._config.access_token)
             self._save_credentials(saved)
         else:
