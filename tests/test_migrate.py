@@ -9,6 +9,7 @@ file, ``mailbridge migrate`` and ``mailbridge run`` on the PostgreSQL URL, from 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.stack import (
     Stack,
     remote_google,
     remote_telegram,
+    until,
     write_config,
 )
 
@@ -97,13 +99,13 @@ async def test_a_sqlite_deployment_moves_to_postgresql_with_its_links_aliases_an
             assert old.proc is not None
             assert code == 2, out
             assert f"is in use by another mailbridge (pid {old.proc.pid})" in out
+            await _crash_with_mail_midway_and_waiting(google, tg)
         finally:
-            # A crash inside the undo window (SIGTERM would send the mail first): the mail
-            # stays queued, as mail due later does across any stop.
             await old.kill()
         before = sqlite_tables(tmp_path / "bot.db")
-        assert [r for r in before["outbox"] if r[8] == "queued"], "Ann's two mails wait"
-        assert not [m for m in await google.sent() if m["subject"] == "Soon"]
+        states = {r[6]: r[8] for r in before["outbox"]}  # subject: state
+        assert states == {"Tomorrow": "queued", "Midway": "sending", "Soon": "queued"}
+        await google.set(gmail_latency=0)
 
         code, out = await mailbridge("migrate", "--to", url, "--config", str(config))
         assert code == 0, out
@@ -151,13 +153,26 @@ async def _populate(s: Stack, http: aiohttp.ClientSession) -> str:
     await tg.wait_for(ANN, "Your time zone is now Europe/Berlin")
     await tg.user_sends(ANN, "/mail at:tomorrow-9:00 bob Tomorrow | Later")
     await tg.wait_for(ANN, r"🕒 Mail #1 to bob@example.com")
-    await tg.user_sends(ANN, "/mail bob Soon | Body")
-    await tg.wait_for(ANN, rf"⏳ Mail #2 to bob@example.com, .Soon. goes out in {UNDO} s")
+    await tg.user_sends(ANN, "/mail bob Midway | Body")
+    await tg.wait_for(ANN, rf"⏳ Mail #2 to bob@example.com, .Midway. goes out in {UNDO} s")
+    await s.google.set(gmail_latency=600)  # Gmail takes it, then answers only after the crash
     await tg.user_sends(BO, "/connect")
     said = await tg.wait_for(BO, "/connect/")
     found = LOGIN_LINK.search(said["text"])
     assert found, said["text"]
     return found.group(0)
+
+
+async def _crash_with_mail_midway_and_waiting(google: RemoteGoogle, tg: RemoteTelegram) -> None:
+    """Wait until Gmail took Midway (the bot awaits its answer); then Ann mails Soon, which
+    waits out its undo window. The caller kills the bot then (SIGTERM would finish both)."""
+
+    async def gmail_took_midway() -> bool:
+        return any(m["subject"] == "Midway" for m in await google.sent())
+
+    await until(gmail_took_midway, timeout=UNDO + 30)
+    await tg.user_sends(ANN, "/mail bob Soon | Body")
+    await tg.wait_for(ANN, rf"⏳ Mail #3 to bob@example.com, .Soon. goes out in {UNDO} s")
 
 
 async def _all_there(
@@ -169,11 +184,14 @@ async def _all_there(
 ) -> None:
     # Ann's mail goes out once, through the copied refresh token (the fake knows only the
     # tokens it issued: a refresh with any other is invalid_grant).
-    await tg.wait_for(ANN, r"✅ Mail #2 to bob@example.com, .Soon.: ", timeout=UNDO + 30)
+    await tg.wait_for(ANN, r"✅ Mail #3 to bob@example.com, .Soon.: ", timeout=UNDO + 30)
     sent = [m for m in await google.sent() if m["subject"] == "Soon"]
     assert [(m["account"], m["to"]) for m in sent] == [
         (f"user{ANN}@gmail.com", ["bob@example.com"])
     ]
+    # The mail Gmail took as the old bot died is "maybe sent", told once, never sent again.
+    maybe = r"⚠️ Maybe sent: mail #2 to bob@example.com, .Midway.. The bot restarted"
+    await tg.wait_for(ANN, maybe)
     new_tokens = (await google.state())["token_requests"][len(tokens_before) :]
     assert new_tokens
     assert set(new_tokens) == {"refresh_token"}  # no new consent: the copied link works
@@ -186,12 +204,15 @@ async def _all_there(
     await tg.wait_for(ANN, r"🕒 #1 scheduled for .* 09:00 CE.?T", n)
     # A new mail is numbered after the copied ones.
     await tg.user_sends(ANN, "/mail bob Next | Body")
-    await tg.wait_for(ANN, r"⏳ Mail #3 to bob@example.com", n)
-    await tg.user_sends(ANN, "/undo 3")  # else stopping waits out its window to send it
-    await tg.wait_for(ANN, r"↩️ Undone: mail #3 was not sent", n)
+    await tg.wait_for(ANN, r"⏳ Mail #4 to bob@example.com", n)
+    await tg.user_sends(ANN, "/undo 4")  # else stopping waits out its window to send it
+    await tg.wait_for(ANN, r"↩️ Undone: mail #4 was not sent", n)
     # Bo's login link, made by the SQLite bot, works on the PostgreSQL one.
     email = f"user{BO}@gmail.com"
     await google.set(add_account=email, next_account=email, auto_consent="allow")
     async with http.post(link) as r:
         assert r.status == 200, await r.text()
     await tg.wait_for(BO, f"Gmail connected as {email}")
+    said = [m["text"] for m in await tg.sent(ANN)]
+    assert len([t for t in said if re.search(maybe, t)]) == 1
+    assert [m["subject"] for m in await google.sent()].count("Midway") == 1
