@@ -17,7 +17,7 @@ from bot.store.db import open_database
 from bot.store.drafts import Draft, Drafts
 from bot.store.engine import Database, SqliteDatabase
 from bot.store.migrations import MIGRATIONS
-from bot.store.move import move
+from bot.store.move import COPY_LOCK, move
 from bot.store.outbox_rows import OutboxRows
 from bot.store.pg import PostgresDatabase
 from bot.store.settings import Settings
@@ -155,3 +155,20 @@ async def test_tables_go_parents_first_and_a_refused_row_leaves_none(
         assert await target.fetchall("SELECT count(*) FROM zz_parent") == [(0,)]
     finally:
         await source.close()
+
+
+async def test_a_second_copy_at_the_same_time_is_refused(
+    source: SqliteDatabase, target: PostgresDatabase, pg_url: str
+) -> None:
+    other = PostgresDatabase.connect(pg_url)
+    try:
+        async with other.engine.connect() as conn:  # a migrate under way holds this lock
+            await conn.exec_driver_sql(f"SELECT pg_advisory_lock({COPY_LOCK})")
+            with pytest.raises(NotEmptyError, match="another mailbridge migrate is copying"):
+                await move(source, target)
+            await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({COPY_LOCK})")
+    finally:
+        await other.close()
+    assert await target.schema_version() == 0  # it touched nothing
+    await move(source, target)  # once the other one is done
+    assert await target.schema_version() == len(MIGRATIONS)
