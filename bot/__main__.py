@@ -75,7 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("folder", type=Path, metavar="FOLDER")
         command.add_argument("--config", type=Path, help=config_help)
     move = sub.add_parser("migrate", help="copy the SQLite database into an empty PostgreSQL one")
-    move.add_argument("--to", required=True, type=_postgres_url, metavar="postgresql://…")
+    move.add_argument(
+        "--to",
+        required=True,
+        type=_postgres_url,
+        metavar="postgresql://…",
+        help="the empty PostgreSQL database to copy into",
+    )
     move.add_argument("--config", type=Path, help=config_help)
     return parser
 

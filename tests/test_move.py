@@ -172,3 +172,16 @@ async def test_a_second_copy_at_the_same_time_is_refused(
     assert await target.schema_version() == 0  # it touched nothing
     await move(source, target)  # once the other one is done
     assert await target.schema_version() == len(MIGRATIONS)
+
+
+async def test_an_unreachable_server_is_one_sentence_without_the_password(
+    source: SqliteDatabase, tmp_path: Path
+) -> None:
+    target = PostgresDatabase.connect(f"postgresql://ann:pw-123@/db?host={tmp_path / 'none'}")
+    try:
+        with pytest.raises(StoreError, match=r"cannot reach PostgreSQL at .*ann:\*\*\*@") as e:
+            await move(source, target)
+    finally:
+        await target.close()
+    assert "pw-123" not in str(e.value)
+    assert "check that the server runs" in str(e.value)

@@ -65,7 +65,10 @@ async def move(
         where = shown(target.url)
         raise StoreError(f"PostgreSQL at {where} refused the copy: {exc.orig}") from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        raise StoreError(f"cannot use PostgreSQL at {shown(target.url)}: {exc}") from None
+        raise StoreError(
+            f"cannot reach PostgreSQL at {shown(target.url)}: {exc}; check that the server"
+            " runs and that the URL's host, port (or socket folder) and database are right"
+        ) from None
 
 
 async def _move(
