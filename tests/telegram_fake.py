@@ -359,7 +359,11 @@ class TelegramFake:
         self.offline = False
         self.strict_ampersand = True
         self.privacy_mode = True
-        self.webhook_attempts, self.webhook_retry_delay = 4, 0.2
+        # Telegram retries an unanswered update for up to a day, waiting up to 60 s between
+        # tries; here without end (``webhook_attempts`` to give up) and at most 2 s apart.
+        self.webhook_attempts: int | None = None
+        self.webhook_retry_delay, self.webhook_max_delay = 0.2, 2.0
+        self.webhook_max_connections = 40  # setWebhook's default max_connections
         # Telegram gives up waiting for a webhook's answer and delivers the update again.
         self.webhook_timeout = 10.0
         self.webhook_errors: list[str] = []
@@ -953,24 +957,45 @@ class TelegramFake:
         return ":".join([*key, lang] if (lang := p.text("language_code")) else key)
 
     async def _deliver_webhooks(self) -> None:
-        """POST queued updates to the webhook in order, retrying a failed one a few times."""
-        assert self._session is not None
-        while True:
-            event = self._wakeup
-            hook = self._webhook
-            allowed = (hook or {}).get("allowed") or DEFAULT_UPDATES
-            pending = self._deliverable(allowed) if hook else []
-            if not hook or not pending:
+        """POST queued updates to the webhook as the Bot API server does (tdlib's
+        ``WebhookActor``): one update in flight per chat, in order; chats side by side, up to
+        ``max_connections``; each update again and again until answered 2xx."""
+        flying: dict[Any, asyncio.Task[None]] = {}
+        try:
+            while True:
+                event = self._wakeup
+                hook = self._webhook
+                allowed = (hook or {}).get("allowed") or DEFAULT_UPDATES
+                heads: set[Any] = set()
+                for update in self._deliverable(allowed) if hook else []:
+                    queue = _queue_id(update)
+                    if queue in heads:
+                        continue  # a later update of a chat waits for the one before it
+                    heads.add(queue)
+                    if queue not in flying and len(flying) < self.webhook_max_connections:
+                        assert hook is not None
+                        flying[queue] = asyncio.create_task(
+                            self._deliver(hook, update, queue, flying)
+                        )
                 await event.wait()
-                continue
-            update = pending[0]
-            headers = {"X-Telegram-Bot-Api-Secret-Token": hook["secret"]} if hook["secret"] else {}
-            for attempt in range(self.webhook_attempts):
+        finally:
+            for task in flying.values():
+                task.cancel()
+            await asyncio.gather(*flying.values(), return_exceptions=True)
+
+    async def _deliver(
+        self, hook: JSON, update: JSON, queue: Any, flying: dict[Any, asyncio.Task[None]]
+    ) -> None:
+        assert self._session is not None
+        headers = {"X-Telegram-Bot-Api-Secret-Token": hook["secret"]} if hook["secret"] else {}
+        uid = update["update_id"]
+        try:
+            for attempt in itertools.count():
                 if attempt:
-                    await asyncio.sleep(self.webhook_retry_delay * 2 ** (attempt - 1))
+                    delay = self.webhook_retry_delay * 2 ** (attempt - 1)
+                    await asyncio.sleep(min(delay, self.webhook_max_delay))
                 if self._webhook is not hook:
-                    break  # changed or deleted meanwhile: the update stays queued
-                uid = update["update_id"]
+                    return  # changed or deleted meanwhile: the update stays queued
                 self.webhook_posts[uid] = self.webhook_posts.get(uid, 0) + 1
                 timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
                 try:
@@ -990,9 +1015,12 @@ class TelegramFake:
                     break
                 self._last_error = (int(time.time()), error)
                 self.webhook_errors.append(error)
-            if self._webhook is hook:  # delivered, or given up on as Telegram eventually does
-                self._updates = [u for u in self._updates if u is not update]
-                self._notify()
+                if self.webhook_attempts is not None and attempt + 1 >= self.webhook_attempts:
+                    break  # given up on, as Telegram does once an update expires
+            self._updates = [u for u in self._updates if u is not update]
+        finally:
+            flying.pop(queue, None)
+            self._notify()
 
     # -- control API (for a fake in another process) ---------------------------------------
 
@@ -1051,6 +1079,13 @@ _QUERY_TOO_OLD = (
 
 def _kind(update: JSON) -> str:
     return next(k for k in update if k != "update_id")
+
+
+def _queue_id(update: JSON) -> Any:
+    """The Bot API server's webhook queue of an update: its chat (else its kind)."""
+    body = update.get(_kind(update)) or {}
+    chat = body.get("chat") or (body.get("message") or {}).get("chat") or body.get("from")
+    return chat["id"] if isinstance(chat, dict) and "id" in chat else _kind(update)
 
 
 async def _read_params(request: web.Request) -> JSON:

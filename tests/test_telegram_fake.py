@@ -354,3 +354,52 @@ async def test_runs_as_a_separate_process(unused_tcp_port: int) -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_webhook_has_one_update_in_flight_per_chat_and_retries_until_answered(
+    telegram_fake: TelegramFake, unused_tcp_port: int
+) -> None:
+    """The Bot API server's webhook queues (tdlib WebhookActor): a chat's next update waits for
+    the 2xx of the one before; other chats go meanwhile; a failing update comes again, past
+    any fixed number of tries."""
+    release, bob_in = asyncio.Event(), asyncio.Event()
+    order: list[tuple[int, int]] = []
+    failures = {"left": 6}
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        chat = body["message"]["chat"]["id"]
+        if chat == 2002 and failures["left"]:
+            failures["left"] -= 1
+            return web.Response(status=502)
+        order.append((chat, body["update_id"]))
+        if chat == 2002:
+            bob_in.set()
+        if chat == 1001 and body["message"]["text"] == "/first":
+            await release.wait()  # held: Alice's next update must wait, Bob's must not
+        return web.Response(text="ok")
+
+    web_app = web.Application()
+    web_app.router.add_post("/hook", hook)
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    telegram_fake.webhook_retry_delay = telegram_fake.webhook_max_delay = 0.01
+    try:
+        bot = application_for(telegram_fake).bot
+        async with bot:
+            assert await bot.set_webhook(f"http://127.0.0.1:{unused_tcp_port}/hook")
+        alice = telegram_fake.add_user(1001, "Alice")
+        bob = telegram_fake.add_user(2002, "Bob")
+        first = telegram_fake.user_sends(alice, None, "/first")
+        second = telegram_fake.user_sends(alice, None, "/second")
+        bobs = telegram_fake.user_sends(bob, None, "/status")
+        await asyncio.wait_for(bob_in.wait(), 5)
+        assert (1001, second["update_id"]) not in order  # still behind /first
+        release.set()
+        await telegram_fake.wait_confirmed(5)
+        alices = [uid for chat, uid in order if chat == 1001]
+        assert alices == [first["update_id"], second["update_id"]]
+        assert telegram_fake.webhook_posts[bobs["update_id"]] == 7  # 6 failures, then 200
+    finally:
+        await runner.cleanup()
