@@ -84,7 +84,7 @@ class Instances:
         await self.bots[i].start(timeout=60)
 
     async def proxy_stats(self) -> dict[str, int]:
-        """What the proxy did, by backend port and answer: ``{"8001 200": 9, "8002 refused": 1}``."""
+        """What the proxy did, by backend and answer: ``{"8001 200": 9, "8002 refused": 1}``."""
         async with aiohttp.ClientSession() as http, http.get(f"{self.public}/_proxy/stats") as r:
             stats: dict[str, int] = await r.json()
             return stats
