@@ -4,13 +4,18 @@ round-robin HTTP proxy, Telegram in webhook mode (tests/instances.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import time
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.instances import instances
+from tests.instances import Instances, instances
+from tests.stack import until
+from tests.test_crash import DRIVE_SECONDS, HELP, drive, outcomes
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres, pytest.mark.integration]
 
@@ -35,4 +40,178 @@ async def test_three_instances_share_the_work_and_each_mail_goes_once(
     answered = {key.split()[0] for key, n in stats.items() if key.endswith(" 200") and n}
     assert len(answered) == 3, stats  # every instance took requests
     assert received == Counter(f"Hi {u}" for u in users)
+    assert "Traceback" not in logs
+
+
+LAPSED = (
+    "issue 15: a (re)starting instance's outbox recovery turns every row left 'sending' into "
+    "'unknown' and tells 'maybe sent', the rows a live instance is sending too (no heartbeat "
+    "tells a lapsed instance from a live one yet); the live one then tells 'sent': two outcomes"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=LAPSED)
+async def test_a_restart_leaves_alone_the_mail_another_instance_is_sending(
+    tmp_path: Path, pg_url: str
+) -> None:
+    user = 5000
+    async with instances(tmp_path, pg_url) as s, aiohttp.ClientSession() as http:
+        await s.connect([user], http)
+        skip = len(await s.telegram.sent(user))
+        await s.google.set(gmail_latency=4.0)  # Gmail takes the mail at once, answers in 4 s
+        before = await s.proxy_stats()
+        await s.telegram.user_sends(user, "/mail bob@example.com Slow | Body")
+
+        async def gmail_has_it() -> bool:
+            return any(m["subject"] == "Slow" for m in await s.google.sent())
+
+        await until(gmail_has_it)
+        after = await s.proxy_stats()
+        taker = next(
+            k.split()[0] for k in after if k.endswith(" 200") and after[k] > before.get(k, 0)
+        )
+        others = [i for i, bot in enumerate(s.bots) if not bot.base_url.endswith(f":{taker}")]
+        assert len(others) == 2
+        await asyncio.gather(*(s.restart(i) for i in others))  # while the taker waits on Gmail
+        await s.telegram.wait_for(user, r"Mail #\d+ to .*“Slow”", skip, 30)
+        await s.telegram.user_sends(user, "/help")  # anything told twice comes before its answer
+        await s.telegram.wait_for(user, HELP, skip, 30)
+        said = [m["text"] for m in (await s.telegram.sent(user))[skip:]]
+        assert await s.stop() == [0, 0, 0]
+    outcomes_told = [t for t in said if "“Slow”" in t]
+    assert len(outcomes_told) == 1, outcomes_told
+    assert outcomes_told[0].startswith("✅ Mail #"), outcomes_told
+
+
+USERS, PER_USER, KILLS = 30, 10, 10
+SEEDS = [
+    int(s) for s in os.environ.get("MAILBRIDGE_INSTANCES_SEEDS", "").split(",") if s.strip()
+] or random.SystemRandom().sample(range(1, 10**6), 1)
+
+
+async def chaos(s: Instances, rng: random.Random) -> list[int]:
+    """SIGKILL a random instance at ``KILLS`` random moments of the drive; restart it at once."""
+    t0, killed = time.monotonic(), []
+    for moment in sorted(rng.uniform(0, DRIVE_SECONDS) for _ in range(KILLS)):
+        await asyncio.sleep(max(0.0, t0 + moment - time.monotonic()))
+        killed.append(rng.randrange(len(s.bots)))
+        await s.restart(killed[-1])
+    return killed
+
+
+# Not strict: a seed passes when no kill lands while another instance is mid-send; the strict
+# test above shows the defect every time.
+@pytest.mark.xfail(strict=False, reason=LAPSED)
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_sigkill_of_instances_ten_times_loses_no_mail_and_sends_none_twice(
+    tmp_path: Path, pg_url: str, seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(seed)
+    users = [1000 + n for n in range(USERS)]
+    commands = [(user, f"c{n:03d}") for n, user in enumerate(users * PER_USER)]
+    rng.shuffle(commands)
+    limits = "sends_per_minute = 1000\nsends_per_day = 100000"
+    async with (
+        instances(tmp_path, pg_url, 3, limits) as s,
+        aiohttp.ClientSession() as http,
+    ):
+        t0 = time.monotonic()
+        await s.connect(users, http)
+        t1 = time.monotonic()
+        skip = {user: len(await s.telegram.sent(user)) for user in users}
+        await s.google.set(gmail_latency=0.03)  # a send takes time, so kills land mid-send
+        _, killed = await asyncio.gather(drive(s, commands, rng), chaos(s, rng))  # type: ignore[arg-type]
+        t2 = time.monotonic()
+        deadline = time.monotonic() + 60
+        while len(told := await outcomes(s, users, skip)) < len(commands):  # type: ignore[arg-type]
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        t3 = time.monotonic()
+        # Anything told twice comes before the answer to a /help sent now, in each chat.
+        await asyncio.gather(*(s.telegram.user_sends(user, "/help") for user in users))
+        await asyncio.gather(*(s.telegram.wait_for(u, HELP, skip[u], 60) for u in users))
+        told = await outcomes(s, users, skip)  # type: ignore[arg-type]
+        received = Counter(m["subject"] for m in await s.google.sent())
+        stats = await s.proxy_stats()
+        statuses = await s.stop()
+        logs = s.logs()
+
+    without = sorted({subject for _, subject in commands} - told.keys())
+    duplicates = sum(n - 1 for n in received.values())
+    firsts = {subject: said[0].removesuffix(" again") for subject, said in told.items()}
+    kinds = Counter(firsts.values())
+    told_again = sum(len(said) - 1 for said in told.values())
+    wrong = {
+        subject: said
+        for subject, said in told.items()
+        if said.count(firsts[subject]) > 1  # told twice, not as a repeat
+        or any(s.removesuffix(" again") != firsts[subject] for s in said)  # two outcomes
+    }
+    per_instance = Counter(key.split()[0] for key, n in stats.items() for _ in range(n))
+    with capsys.disabled():
+        print(
+            f"\ninstances crash seed={seed}: commands={len(commands)} kills={len(killed)} "
+            f"(instances {killed}) mails_received={sum(received.values())} "
+            f"duplicates={duplicates} without_outcome={len(without)} told_again={told_again} "
+            f"sent={kinds['sent']} unknown={kinds['unknown']} failed={kinds['failed']} "
+            f"proxy={dict(sorted(stats.items()))}; seconds: connect {t1 - t0:.1f}, "
+            f"drive {t2 - t1:.1f}, settle {t3 - t2:.1f}"
+        )
+    assert duplicates == 0, [subject for subject, n in received.items() if n > 1]
+    assert without == [], f"no outcome told for {without}"
+    assert wrong == {}, f"outcomes told twice or disagreeing: {wrong}"
+    assert told_again <= len(killed) * 8, told_again  # at most the tells cut by each kill
+    assert kinds["failed"] == 0  # nothing failed here: Gmail said yes or the bot was killed
+    for subject in received:  # whatever Gmail took was confirmed or reported unknown
+        assert firsts[subject] in ("sent", "unknown"), (subject, told[subject])
+    for subject, first in firsts.items():  # never "sent" for a mail Gmail did not take
+        assert first != "sent" or subject in received, subject
+    assert len(per_instance) == 3  # the proxy spread the work
+    assert statuses == [0, 0, 0]
+    assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "per_day", "refusal"),
+    [(5, 100, "mails in the last minute"), (100, 7, "mails in the last 24 hours")],
+)
+async def test_a_burst_from_one_user_over_three_instances_keeps_to_the_user_s_limits(
+    tmp_path: Path, pg_url: str, per_minute: int, per_day: int, refusal: str
+) -> None:
+    # Telegram has one update of a chat in flight at a time, so the burst comes from the
+    # user's private chat and five groups at once: six /mail on the three instances together.
+    user, groups, per_chat = 4000, [-1004001 - n for n in range(5)], 4
+    chats = [None, *groups]
+    limit = min(per_minute, per_day)
+    limits = f"sends_per_minute = {per_minute}\nsends_per_day = {per_day}"
+    async with instances(tmp_path, pg_url, 3, limits) as s, aiohttp.ClientSession() as http:
+        await s.connect([user], http)
+        before = len(await s.telegram.sent())
+        await asyncio.gather(
+            *(
+                s.telegram.user_sends(user, f"/mail bob@example.com B{n}{c} | Body", chat)
+                for n in range(per_chat)
+                for c, chat in enumerate(chats)
+            )
+        )
+        total = per_chat * len(chats)
+
+        async def everyone_answered() -> bool:
+            said = (await s.telegram.sent())[before:]
+            sent = [m for m in said if m["text"].startswith("✅ Mail #")]
+            return len(sent) + sum(refusal in m["text"] for m in said) >= total
+
+        await until(everyone_answered, 60)
+        said = [m["text"] for m in (await s.telegram.sent())[before:]]
+        received = Counter(m["subject"] for m in await s.google.sent())
+        stats = await s.proxy_stats()
+        assert await s.stop() == [0, 0, 0]
+        logs = s.logs()
+    webhooks = {k.split()[0] for k, n in stats.items() if k.endswith(" 200") and n}
+    assert len(webhooks) == 3, stats
+    assert sum(received.values()) == limit, received  # Gmail got exactly the limit, no more
+    assert max(received.values()) == 1
+    assert sum(refusal in t for t in said) == total - limit, said
+    assert sum(t.startswith("✅ Mail #") for t in said) == limit, said
     assert "Traceback" not in logs
