@@ -1,0 +1,104 @@
+"""Several instances (issue 15): mails per second with 1, 2 and 3 ``mailbridge run`` processes
+on one PostgreSQL against one on SQLite, and how long a ``/mail`` takes on each. Every part is
+a real process (tests/instances.py): the instances, the round-robin proxy their webhooks sit
+behind, the Bot API fake and the Google fake; the same rig for SQLite, with one instance.
+
+Latency: /mail commands one after another (each from another user), Gmail answering at once,
+from the moment the user sends to the moment the Bot API fake gets the "✅ Mail" outcome (both
+clocks are the machine's monotonic clock). Throughput: ``USERS`` users send ``PER_USER`` mails
+each at once, Gmail taking ``GMAIL_LATENCY`` per send: mails per second until Gmail has them
+all, and outcomes told per second (which Telegram's 30 messages a second bounds: the bot keeps
+each process at 27).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.instances import Instances, instances
+from tests.postgres import running_server
+
+USERS, PER_USER, SEQUENTIAL = 60, 4, 20
+GMAIL_LATENCY = 0.1  # seconds per send in the throughput run
+LIMITS = "sends_per_minute = 1000\nsends_per_day = 100000"
+OUTCOME = "✅ Mail #"
+
+
+async def _latency(s: Instances, users: list[int]) -> list[float]:
+    """One /mail at a time, each from another user: Telegram's one message a second to a chat
+    (which the bot keeps to) would otherwise be most of what is measured."""
+    await s.google.set(gmail_latency=0.0)
+    samples = []
+    for user in users:
+        skip = len(await s.telegram.sent(user))
+        t0 = time.monotonic()
+        await s.telegram.user_sends(user, f"/mail bob@example.com L{user} | Body")
+        told = await s.telegram.wait_for(user, rf"{OUTCOME}\d+ to .*“L{user}”", skip, 30)
+        samples.append((float(told["sent_at"]) - t0) * 1000)
+    return samples
+
+
+async def _throughput(s: Instances, users: list[int]) -> tuple[float, float]:
+    """Return mails per second taken by Gmail, and outcomes told per second."""
+    await s.google.set(gmail_latency=GMAIL_LATENCY)
+    before, sent_before = len(await s.telegram.sent()), len(await s.google.sent())
+    total = len(users) * PER_USER
+    t0 = time.monotonic()
+    await asyncio.gather(
+        *(
+            s.telegram.user_sends(u, f"/mail bob@example.com T{u}-{k} | Body")
+            for k in range(PER_USER)
+            for u in users
+        )
+    )
+    deadline, gmail_done = t0 + 120, 0.0
+    while time.monotonic() < deadline:
+        if not gmail_done and len(await s.google.sent()) - sent_before >= total:
+            gmail_done = time.monotonic()  # polled 10 times a second: within 0.1 s
+        told = [m for m in (await s.telegram.sent())[before:] if m["text"].startswith(OUTCOME)]
+        if len(told) >= total and gmail_done:
+            break
+        await asyncio.sleep(0.1)
+    assert len(told) == total, f"{len(told)} of {total} mails were confirmed"
+    return total / (gmail_done - t0), total / (max(float(m["sent_at"]) for m in told) - t0)
+
+
+async def _measure(tmp: Path, database: str, n: int) -> dict[str, float]:
+    await asyncio.to_thread(tmp.mkdir, parents=True)
+    async with instances(tmp, database, n, LIMITS) as s, aiohttp.ClientSession() as http:
+        users = [7000 + i for i in range(USERS)]
+        await s.connect(users, http)
+        latency = await _latency(s, users[:SEQUENTIAL])
+        gmail_rate, told_rate = await _throughput(s, users)
+        await s.stop()
+    return {
+        "mails_per_s": gmail_rate,
+        "told_per_s": told_rate,
+        "mail_latency_ms_median": statistics.median(latency),
+    }
+
+
+async def several(tmp: Path) -> dict[str, float]:
+    """Run each setup in turn; return its figures and their ratios, all from this run."""
+    results = {
+        f"sqlite_1_{k}": v for k, v in (await _measure(tmp / "sqlite", "bot.db", 1)).items()
+    }
+    with running_server() as server:
+        for n in (1, 2, 3):
+            url = server.url(await asyncio.to_thread(server.create_database))
+            figures = await _measure(tmp / f"pg{n}", url, n)
+            results |= {f"pg_{n}_{k}": v for k, v in figures.items()}
+    for n in (1, 2, 3):
+        results[f"pg_{n}_vs_sqlite_rate_ratio"] = (
+            results[f"pg_{n}_mails_per_s"] / results["sqlite_1_mails_per_s"]
+        )
+    sqlite_ms = results["sqlite_1_mail_latency_ms_median"]
+    pg_ms = results["pg_1_mail_latency_ms_median"]
+    results["pg_added_latency_ms"] = pg_ms - sqlite_ms
+    results["pg_latency_ratio"] = pg_ms / sqlite_ms
+    return results
