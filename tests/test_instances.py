@@ -99,9 +99,6 @@ async def chaos(s: Instances, rng: random.Random) -> list[int]:
     return killed
 
 
-# Not strict: a seed passes when no kill lands while another instance is mid-send; the strict
-# test above shows the defect every time.
-@pytest.mark.xfail(strict=False, reason=LAPSED)
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_sigkill_of_instances_ten_times_loses_no_mail_and_sends_none_twice(
     tmp_path: Path, pg_url: str, seed: int, capsys: pytest.CaptureFixture[str]
@@ -160,16 +157,25 @@ async def test_sigkill_of_instances_ten_times_loses_no_mail_and_sends_none_twice
         )
     assert duplicates == 0, [subject for subject, n in received.items() if n > 1]
     assert without == [], f"no outcome told for {without}"
-    assert wrong == {}, f"outcomes told twice or disagreeing: {wrong}"
     assert told_again <= len(killed) * 8, told_again  # at most the tells cut by each kill
     assert kinds["failed"] == 0  # nothing failed here: Gmail said yes or the bot was killed
     for subject in received:  # whatever Gmail took was confirmed or reported unknown
         assert firsts[subject] in ("sent", "unknown"), (subject, told[subject])
-    for subject, first in firsts.items():  # never "sent" for a mail Gmail did not take
-        assert first != "sent" or subject in received, subject
+    for subject, said in told.items():  # never "sent" for a mail Gmail did not take
+        assert "sent" not in said or subject in received, subject
     assert len(per_instance) == 3  # the proxy spread the work
     assert statuses == [0, 0, 0]
     assert "Traceback" not in logs
+    # Last, the one known defect (shown every time by the strict xfail above): a mail both
+    # "sent" and "maybe sent", one told by its sender, one by a restarted instance.
+    lapsed = {
+        k
+        for k, said in wrong.items()
+        if {x.removesuffix(" again") for x in said} == {"sent", "unknown"}
+    }
+    if wrong and set(wrong) == lapsed:
+        pytest.xfail(f"{LAPSED}: {wrong}")
+    assert wrong == {}, f"outcomes told twice or disagreeing: {wrong}"
 
 
 @pytest.mark.parametrize(
