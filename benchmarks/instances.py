@@ -8,12 +8,14 @@ from the moment the user sends to the moment the Bot API fake gets the "✅ Mail
 clocks are the machine's monotonic clock). Throughput: ``USERS`` users send ``PER_USER`` mails
 each at once, Gmail taking ``GMAIL_LATENCY`` per send: mails per second until Gmail has them
 all, and outcomes told per second (which Telegram's 30 messages a second bounds: the bot keeps
-each process at 27).
+each process at 27); and the burst's CPU time per mail, of the instances and of the PostgreSQL
+server (on a machine of 2 cores, CPU is what several instances share).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +29,28 @@ USERS, PER_USER, SEQUENTIAL = 60, 4, 20
 GMAIL_LATENCY = 0.1  # seconds per send in the throughput run
 LIMITS = "sends_per_minute = 1000\nsends_per_day = 100000"
 OUTCOME = "✅ Mail #"
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int], children_of: int | None = None) -> float:
+    """CPU time (user and system, every thread) of ``pids``, plus, for a PostgreSQL server,
+    that of the postmaster ``children_of``'s live backends and of those that ended."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid in pids or (children_of is not None and ppid == children_of):
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        if pid == children_of:
+            total += sum(int(f) for f in fields[11:15])  # its own and its ended children's
+    return total / TICK
 
 
 async def _latency(s: Instances, users: list[int]) -> list[float]:
@@ -68,18 +92,28 @@ async def _throughput(s: Instances, users: list[int]) -> tuple[float, float]:
     return total / (gmail_done - t0), total / (max(float(m["sent_at"]) for m in told) - t0)
 
 
-async def _measure(tmp: Path, database: str, n: int) -> dict[str, float]:
+async def _measure(
+    tmp: Path, database: str, n: int, server_pid: int | None = None
+) -> dict[str, float]:
     await asyncio.to_thread(tmp.mkdir, parents=True)
     async with instances(tmp, database, n, LIMITS) as s, aiohttp.ClientSession() as http:
         users = [7000 + i for i in range(USERS)]
         await s.connect(users, http)
         latency = await _latency(s, users[:SEQUENTIAL])
+        pids = [bot.proc.pid for bot in s.bots if bot.proc is not None]
+        bot0, db0 = _cpu_seconds(pids), _cpu_seconds([], server_pid) if server_pid else 0.0
         gmail_rate, told_rate = await _throughput(s, users)
+        bot1, db1 = _cpu_seconds(pids), _cpu_seconds([], server_pid) if server_pid else 0.0
         await s.stop()
+    mails = len(users) * PER_USER
     return {
         "mails_per_s": gmail_rate,
         "told_per_s": told_rate,
         "mail_latency_ms_median": statistics.median(latency),
+        # The burst's CPU per mail: every instance (SQLite's work is in the bot's threads),
+        # and the PostgreSQL server's processes.
+        "bot_cpu_ms_per_mail": (bot1 - bot0) / mails * 1000,
+        "db_cpu_ms_per_mail": (db1 - db0) / mails * 1000,
     }
 
 
@@ -91,7 +125,7 @@ async def several(tmp: Path) -> dict[str, float]:
     with running_server() as server:
         for n in (1, 2, 3):
             url = server.url(await asyncio.to_thread(server.create_database))
-            figures = await _measure(tmp / f"pg{n}", url, n)
+            figures = await _measure(tmp / f"pg{n}", url, n, server.pid())
             results |= {f"pg_{n}_{k}": v for k, v in figures.items()}
     for n in (1, 2, 3):
         results[f"pg_{n}_vs_sqlite_rate_ratio"] = (
