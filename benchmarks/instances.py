@@ -102,8 +102,10 @@ async def _measure(
         latency = await _latency(s, users[:SEQUENTIAL])
         pids = [bot.proc.pid for bot in s.bots if bot.proc is not None]
         bot0, db0 = _cpu_seconds(pids), _cpu_seconds([], server_pid) if server_pid else 0.0
+        proxy0 = await s.proxy_stats()
         gmail_rate, told_rate = await _throughput(s, users)
         bot1, db1 = _cpu_seconds(pids), _cpu_seconds([], server_pid) if server_pid else 0.0
+        proxy1 = await s.proxy_stats()
         await s.stop()
     mails = len(users) * PER_USER
     return {
@@ -114,7 +116,14 @@ async def _measure(
         # and the PostgreSQL server's processes.
         "bot_cpu_ms_per_mail": (bot1 - bot0) / mails * 1000,
         "db_cpu_ms_per_mail": (db1 - db0) / mails * 1000,
+        # How long Telegram waited for each webhook answer during the burst, on average.
+        "webhook_ms_mean": (_spent(proxy1, " ms") - _spent(proxy0, " ms"))
+        / max(1, _spent(proxy1, " 200") - _spent(proxy0, " 200")),
     }
+
+
+def _spent(stats: dict[str, int], suffix: str) -> int:
+    return sum(n for key, n in stats.items() if key.endswith(suffix))
 
 
 async def several(tmp: Path) -> dict[str, float]:
