@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.backends import MailBackend
-from bot.chat import ChatAdapter
+from bot.chat import ChatAdapter, SingleConsumer
 from bot.config import Config
 from bot.core import Core
 from bot.errors import ConfigError, InstallError
 from bot.google.tokens import Tokens
 from bot.health import not_ready
+from bot.leader import Heartbeat, Leadership
 from bot.link_check import LinkCheck
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
@@ -28,6 +29,7 @@ from bot.metrics import Metrics
 from bot.store.accounts import Accounts
 from bot.store.db import MEMORY, open_database
 from bot.store.engine import Database
+from bot.store.instances import Instances, keeper, new_run
 from bot.store.link_health import LinkHealth
 from bot.store.vault import KEY_ENV, SecretBox, load_key
 from bot.web import WebServer
@@ -85,13 +87,14 @@ def build_core(
     db: Database,
     box: SecretBox,
     clock: Callable[[], float] = time.time,
+    run: str = "",
 ) -> tuple[Core, LinkCheck | None]:
     """Return a core with the mail backend (and consent flow) the configuration asks for,
     and the link check it needs (with Google)."""
     metrics = Metrics()
     if config.mail_backend == "outbox":
         backend = LocalOutbox(config.mail.outbox_dir)
-        return Core(config, db, box, backend, metrics=metrics, clock=clock), None
+        return Core(config, db, box, backend, metrics=metrics, clock=clock, run=run), None
     from bot.google.client import load_client
     from bot.google.gmail import GmailBackend
     from bot.google.oauth import OAuth
@@ -102,7 +105,7 @@ def build_core(
     tokens = Tokens(client, Accounts(db, box), metrics=metrics, health=health, clock=clock)
     gmail = GmailBackend(client, Accounts(db, box), tokens)
     oauth = OAuth(client, config.web.public_url, Accounts(db, box), tokens)
-    core = Core(config, db, box, gmail, oauth, metrics=metrics, clock=clock)
+    core = Core(config, db, box, gmail, oauth, metrics=metrics, clock=clock, run=run)
     return core, LinkCheck(core.ctx, tokens, health, clock)
 
 
@@ -159,6 +162,8 @@ class App:
     adapters: list[ChatAdapter]
     web: WebServer | None
     link_check: LinkCheck | None = None
+    leadership: Leadership | None = None
+    heartbeat: Heartbeat | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -181,9 +186,12 @@ class App:
         backend: MailBackend | None = None
         web: WebServer | None = None
         check: LinkCheck | None = None
+        run = new_run()
+        leadership = Leadership(keeper(db, run), shared=db.shared)
+        heartbeat: Heartbeat | None = None
         try:
             key = SecretBox(load_key(keys, env=env))
-            core, check = build_core(config, db, key, clock)
+            core, check = build_core(config, db, key, clock, run)
             backend = core.backend
             if serve_web:
                 notices = core.notices
@@ -203,13 +211,21 @@ class App:
                 core.attach(adapter)
             if web is not None:
                 await _start_web(config, web)
+            if db.shared:  # live before taking any work over (bot.store.instances)
+                heartbeat = Heartbeat(Instances(db, run), core.outbox.recover)
+                await heartbeat.start()
             await core.outbox.recover()
             if check is not None:
-                check.start()
-            yield cls(config, db, core, list(adapters), web, check)
+                check.start(leadership)
+            yield cls(config, db, core, list(adapters), web, check, leadership, heartbeat)
             # Not after an error: waiting for deliveries could hang; a restart recovers them.
             await core.outbox.close()
+            if heartbeat is not None:
+                await heartbeat.stop()  # others take over at once, not after a lapse
         finally:
+            if heartbeat is not None:
+                await heartbeat.pause()
+            await leadership.close()
             if check is not None:
                 await check.stop()
             if web is not None:
@@ -220,7 +236,7 @@ class App:
 
     async def run(self) -> None:
         """Run the chat adapters until the console's input ends or a signal stops them."""
-        await _run_adapters(self.core, self.adapters)
+        await _run_adapters(self.core, self.adapters, self.leadership)
 
 
 async def _serve(config: Config, *, console: bool, serve_web: bool) -> int:
@@ -240,13 +256,15 @@ async def _start_web(config: Config, web: WebServer) -> None:
         ) from None
 
 
-async def _run_adapters(core: Core, adapters: list[ChatAdapter]) -> None:
+async def _run_adapters(
+    core: Core, adapters: list[ChatAdapter], leadership: Leadership | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(a.run(core.handle), name=a.platform) for a in adapters]
+    tasks = [asyncio.create_task(_intake(a, core, leadership), name=a.platform) for a in adapters]
     stopper = asyncio.create_task(stop.wait())
     try:
         # The console ends with its input; the others run until a signal.
@@ -261,3 +279,10 @@ async def _run_adapters(core: Core, adapters: list[ChatAdapter]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def _intake(adapter: ChatAdapter, core: Core, leadership: Leadership | None) -> None:
+    # A network with one consumer runs on the instance leading it; the others stand by.
+    if leadership is None or not (isinstance(adapter, SingleConsumer) and adapter.single_consumer):
+        return await adapter.run(core.handle)
+    await leadership.run(f"intake:{adapter.platform}", lambda _lead: adapter.run(core.handle))

@@ -150,6 +150,15 @@ class Addressed(Protocol):
 
 
 @runtime_checkable
+class SingleConsumer(Protocol):
+    """A network whose intake must have one consumer across instances (a Matrix device's
+    /sync, Telegram's getUpdates): when ``single_consumer`` is true, only the instance leading
+    it runs ``run`` (bot.leader); the others still send its replies."""
+
+    single_consumer: bool
+
+
+@runtime_checkable
 class DeepLinks(Protocol):
     """A network with links that open a direct chat with the bot and send it a payload."""
 

@@ -27,6 +27,7 @@ from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.drafts import Drafts
 from bot.store.engine import Database
+from bot.store.instances import new_run
 from bot.store.link_codes import LinkCodes
 from bot.store.link_health import LinkHealth
 from bot.store.outbox_rows import OutboxRow
@@ -51,7 +52,9 @@ class Core:
         oauth: OAuth | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        run: str = "",
     ) -> None:
+        self.run = run or new_run()  # this process run (bot.store.instances)
         self.config = config
         self.db = db
         self.box = box
@@ -63,9 +66,9 @@ class Core:
         self.metrics = metrics or Metrics()
         self.metrics.read_state_from(db)
         self.outbox = Outbox(
-            db, box, backend, self._tell_outcome, metrics=self.metrics, clock=clock
+            db, box, backend, self._tell_outcome, metrics=self.metrics, clock=clock, run=self.run
         )
-        self.claims = Claims(db)
+        self.claims = Claims(db, self.run)
         self._networks: dict[str, ChatAdapter] = {}
         self.ctx = Ctx(
             config,

@@ -19,6 +19,7 @@ from bot.chat import Reply
 from bot.commands.context import Ctx
 from bot.commands.private import direct_room
 from bot.google.tokens import LinkEnded, Tokens
+from bot.leader import SWEEPS, Lead, Leadership
 from bot.store.accounts import Account
 from bot.store.link_health import TESTING_LIFETIME, EndedLink, LinkHealth
 
@@ -67,10 +68,14 @@ class LinkCheck:
         self.passed = asyncio.Event()  # set at the end of each pass (tests wait for it)
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Run the check as a task of the running loop."""
+    def start(self, leadership: Leadership | None = None) -> None:
+        """Run the check as a task of the running loop (on the instance leading the sweeps)."""
         if self.interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self.run(), name="link-check")
+            job = self.run() if leadership is None else leadership.run(SWEEPS, self._swept)
+            self._task = asyncio.create_task(job, name="link-check")
+
+    async def _swept(self, _lead: Lead) -> None:
+        await self.run()
 
     async def stop(self) -> None:
         """Stop the task and wait for it to end."""

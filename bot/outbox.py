@@ -60,7 +60,9 @@ class Outbox:
         concurrency: int = 256,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        run: str = "",
     ) -> None:
+        self.run = run  # this process run: it claims and tells rows under this id
         self.metrics = metrics or Metrics()
         self.rows = OutboxRows(db)
         self._transient = db.transient  # database errors a delivery waits out

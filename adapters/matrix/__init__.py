@@ -69,6 +69,7 @@ class MatrixAdapter:
     """The bot on Matrix: direct chats and rooms, encrypted or not."""
 
     platform = "matrix"
+    single_consumer = True  # one device, one /sync; its E2EE store is files (bot.leader)
 
     def __init__(
         self,

@@ -90,6 +90,8 @@ class TelegramAdapter:
         menu: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._config = config
+        # Webhook mode: every instance serves the webhook; polling: one consumer of updates.
+        self.single_consumer = config.mode == "polling"
         self.menu = [BotCommand(name, summary) for name, summary in menu]  # the core's words
         self._public_url = public_url.rstrip("/")
         file_url = config.base_url.removesuffix("/bot") + "/file/bot"

@@ -162,4 +162,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at  REAL NOT NULL    -- the last answer: the draft expires from then
         )""",
     ),
+    # 11: several instances on one database: each process run's heartbeat, the leases of the
+    # jobs that must run once (held with an epoch), and which run claimed or tells a mail.
+    (
+        """CREATE TABLE instances (
+            run         TEXT PRIMARY KEY,   -- one process run (bot.store.instances)
+            host        TEXT NOT NULL,
+            pid         INTEGER NOT NULL,
+            started_at  REAL NOT NULL,
+            beat_at     REAL NOT NULL       -- its last heartbeat
+        )""",
+        """CREATE TABLE leases (
+            name        TEXT PRIMARY KEY,   -- a job that must run once (bot.leader)
+            holder      TEXT NOT NULL,      -- the run holding it
+            epoch       INTEGER NOT NULL,   -- counts holders: an old one's writes are refused
+            expires_at  REAL NOT NULL
+        )""",
+        "ALTER TABLE outbox ADD COLUMN run TEXT NOT NULL DEFAULT ''",
+    ),
 )

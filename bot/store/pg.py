@@ -42,6 +42,12 @@ def engine_url(url: str) -> str:
     return f"postgresql+asyncpg://{rest}" if scheme != "postgresql+asyncpg" else url
 
 
+def dedicated_dsn(url: str) -> str:
+    """Return ``url`` as asyncpg's own ``connect`` takes it (for a connection of its own)."""
+    parsed = make_url(engine_url(url)).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
 def shown(url: str) -> str:
     """Return ``url`` without its password, for logs and errors."""
     return make_url(engine_url(url)).render_as_string(hide_password=True)

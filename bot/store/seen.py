@@ -5,15 +5,17 @@ A network delivers an event again when it did not hear in time that the first de
 after a restart). The first delivery claims the event's key in one statement before handling it;
 a delivery that finds it claimed does nothing. A claim records the process run that made it: a
 claim left ``claimed`` by an earlier run was cut off by a crash or a stop, and the next delivery
-takes it over, so a command interrupted by a restart is still handled after it.
+takes it over, so a command interrupted by a restart is still handled after it. Instances
+sharing a database (PostgreSQL) take over only the claims of a lapsed run (bot.store.instances):
+an event redelivered to one instance while another handles it is handled once.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 
 from bot.store.engine import Database
+from bot.store.instances import LAPSE, LIVE, new_run
 
 CLAIMED, DONE = "claimed", "done"
 KEEP = 172_800.0  # seconds; networks redeliver for a day at most (Telegram keeps updates 24 h)
@@ -22,23 +24,27 @@ KEEP = 172_800.0  # seconds; networks redeliver for a day at most (Telegram keep
 class Claims:
     """The seen_events table: one row per event key, claimed, then done."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, run: str = "") -> None:
         self._db = db
-        self.run = secrets.token_hex(8)  # this process run; a restart is a new run
+        self.run = run or new_run()  # this process run; a restart is a new run
         self._pruned = 0.0
 
     async def claim(self, key: str) -> bool:
         """Claim event ``key`` for this run; False if it is done, or being handled by this run."""
         now = time.time()
         # One statement, so two deliveries at once cannot both get it (SQLite serialises
-        # writes; on PostgreSQL the same upsert takes a row lock).
+        # writes; on PostgreSQL the same upsert takes a row lock, and the waiting one reads
+        # the row again). SQLite has one process: a claim of another run was cut off by a
+        # restart. Shared: only a lapsed run's claim is taken over, never a live instance's.
+        alive = f" AND NOT seen_events.{LIVE}" if self._db.shared else ""
         got = bool(
             await self._db.fetchall(
                 "INSERT INTO seen_events (event_key, seen_at, state, run) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (event_key) DO UPDATE SET seen_at = excluded.seen_at,"
                 " run = excluded.run WHERE seen_events.state = ?"
-                " AND seen_events.run != excluded.run RETURNING event_key",
-                (key, now, CLAIMED, self.run, CLAIMED),
+                f" AND seen_events.run != excluded.run{alive} RETURNING event_key",
+                (key, now, CLAIMED, self.run, CLAIMED)
+                + ((now - LAPSE,) if self._db.shared else ()),
             )
         )
         if now - self._pruned > 3600:

@@ -1,0 +1,178 @@
+"""Leadership: jobs that must run on one instance at a time, and the heartbeat of this one.
+
+A job that needs a single consumer (a Matrix device's sync, Telegram's long poll, the sweeps)
+runs under a named lease (bot.store.instances): ``Leadership.run(name, job)`` waits until this
+instance holds the lease, runs ``job(lead)``, cancels it when the lease is lost, and waits to
+lead again. ``Lead.epoch`` counts holders (a write that must come from the current leader
+carries it); ``Lead.lost`` is set when this instance stops leading. A holder that cannot renew
+its lease within ``LEASE_TTL`` stops acting by itself, and a new holder starts only after the
+old lease ran out, so two never act at once. On SQLite the one process leads everything at
+once, with no round trip and no renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bot.store.instances import BEAT, LEASE_TTL, RENEW, Instances, LeaseKeeper
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SWEEPS = "sweeps"  # the lease of the periodic jobs over every account (bot.link_check)
+
+
+@dataclass
+class Lead:
+    """This instance leads ``name`` since the start of ``epoch``, until ``lost`` is set."""
+
+    name: str
+    epoch: int
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Leadership:
+    """Takes and keeps the leases of this process run."""
+
+    def __init__(self, keeper: LeaseKeeper, *, shared: bool) -> None:
+        self.keeper = keeper
+        self._shared = shared  # False: the only process (SQLite), leading everything
+        self._leads: dict[str, Lead] = {}
+        self._renewals: set[asyncio.Task[None]] = set()
+        # Called with (name, leading) whenever this instance starts or stops leading a job.
+        self.changed: list[Callable[[str, bool], None]] = []
+
+    def leads(self, name: str) -> Lead | None:
+        """Return the lead of ``name`` if this instance holds it."""
+        lead = self._leads.get(name)
+        return lead if lead is not None and not lead.lost.is_set() else None
+
+    async def lead(self, name: str) -> Lead:
+        """Wait until this instance holds lease ``name``; return the lead."""
+        while True:
+            epoch = await self.keeper.take(name)
+            if epoch is not None:
+                break
+            await asyncio.sleep(RENEW)  # a lock frees with no event to wait for
+        lead = Lead(name, epoch)
+        self._leads[name] = lead
+        if self._shared:
+            task = asyncio.create_task(self._renew(lead), name=f"lease-{name}")
+            self._renewals.add(task)
+            task.add_done_callback(self._renewals.discard)
+            log.info("leading %s (epoch %d)", name, epoch)
+        self._tell(name, True)
+        return lead
+
+    async def give_up(self, lead: Lead) -> None:
+        """Stop leading ``lead``'s job and let another instance take it now."""
+        if not lead.lost.is_set():
+            lead.lost.set()
+            self._tell(lead.name, False)
+        await self.keeper.give_up(lead.name, lead.epoch)
+
+    async def run(self, name: str, job: Callable[[Lead], Awaitable[T]]) -> T:
+        """Run ``job`` while this instance leads ``name``: cancelled when the lead is lost and
+        started again when it is regained; return what it returns (the lease is given up)."""
+        while True:
+            lead = await self.lead(name)
+            task = asyncio.ensure_future(job(lead))
+            lost = asyncio.create_task(lead.lost.wait())
+            try:
+                await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                if task.done() or lead.lost.is_set():
+                    await asyncio.shield(self.give_up(lead))
+            if not task.cancelled():
+                return task.result()
+            log.warning("no longer leading %s (epoch %d): standing by", name, lead.epoch)
+
+    async def close(self) -> None:
+        """Give up every lease."""
+        for task in list(self._renewals):
+            task.cancel()
+        await asyncio.gather(*self._renewals, return_exceptions=True)
+        for lead in list(self._leads.values()):
+            if not lead.lost.is_set():
+                lead.lost.set()
+                self._tell(lead.name, False)
+        await self.keeper.close()
+
+    async def _renew(self, lead: Lead) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEASE_TTL  # when the lease runs out unless renewed
+        while not lead.lost.is_set():
+            await asyncio.sleep(RENEW)
+            sent = loop.time()
+            kept = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, deadline - sent)):
+                    kept = await self.keeper.keep(lead.name, lead.epoch)
+            if not kept:
+                break
+            deadline = sent + LEASE_TTL  # the server's clock started later: never after it
+        if not lead.lost.is_set():
+            log.warning("lost the lease of %s (epoch %d)", lead.name, lead.epoch)
+            lead.lost.set()
+            self._tell(lead.name, False)
+
+    def _tell(self, name: str, leading: bool) -> None:
+        for callback in self.changed:
+            try:
+                callback(name, leading)
+            except Exception:
+                log.exception("a leadership callback failed")
+
+
+class Heartbeat:
+    """Beats this run's row every ``BEAT`` seconds and runs ``after`` each beat (the look for
+    lapsed runs' work); a clean stop removes the row."""
+
+    def __init__(self, instances: Instances, after: Callable[[], Awaitable[None]]) -> None:
+        self._instances = instances
+        self._after = after
+        self._task: asyncio.Task[None] | None = None
+        self.beats = 0  # beats done (tests wait for a count)
+        self.wake = asyncio.Event()  # set to look for work now (a notification came)
+
+    async def start(self) -> None:
+        """Beat once now (so this run is live before it takes any work), then every ``BEAT``."""
+        await self._instances.beat()
+        self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    async def pause(self) -> None:
+        """Stop beating (the row stays: this run lapses after ``LAPSE``)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def stop(self) -> None:
+        """Stop beating and remove this run's row."""
+        await self.pause()
+        with contextlib.suppress(Exception):
+            await self._instances.stop()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), BEAT)
+            self.wake.clear()
+            try:
+                await self._instances.beat()
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); trying again", exc)
+                continue
+            try:
+                await self._after()
+            except Exception:
+                log.exception("looking for the work of lapsed instances failed; trying again")
+            self.beats += 1
