@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.backends import MailBackend
-from bot.chat import ChatAdapter, SingleConsumer
+from bot.chat import ChatAdapter
 from bot.config import Config
 from bot.core import Core
 from bot.errors import ConfigError, InstallError
 from bot.google.tokens import Tokens
 from bot.health import not_ready
-from bot.leader import Heartbeat, Leadership
+from bot.leader import Heartbeat, Leadership, intake, join, solo
 from bot.link_check import LinkCheck
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
@@ -29,7 +29,7 @@ from bot.metrics import Metrics
 from bot.store.accounts import Accounts
 from bot.store.db import MEMORY, open_database
 from bot.store.engine import Database
-from bot.store.instances import Instances, keeper, new_run
+from bot.store.instances import keeper, new_run
 from bot.store.link_health import LinkHealth
 from bot.store.vault import KEY_ENV, SecretBox, load_key
 from bot.web import WebServer
@@ -212,8 +212,7 @@ class App:
             if web is not None:
                 await _start_web(config, web)
             if db.shared:  # live before taking any work over (bot.store.instances)
-                heartbeat = Heartbeat(Instances(db, run), core.outbox.recover)
-                await heartbeat.start()
+                heartbeat = await join(db, run, leadership, core.outbox, adapters)
             await core.outbox.recover()
             if check is not None:
                 check.start(leadership)
@@ -283,6 +282,6 @@ async def _run_adapters(
 
 async def _intake(adapter: ChatAdapter, core: Core, leadership: Leadership | None) -> None:
     # A network with one consumer runs on the instance leading it; the others stand by.
-    if leadership is None or not (isinstance(adapter, SingleConsumer) and adapter.single_consumer):
+    if leadership is None or not solo(adapter):
         return await adapter.run(core.handle)
-    await leadership.run(f"intake:{adapter.platform}", lambda _lead: adapter.run(core.handle))
+    await leadership.run(intake(adapter.platform), lambda _lead: adapter.run(core.handle))

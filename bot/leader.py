@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from bot.chat import ChatAdapter, SingleConsumer
+from bot.outbox import Outbox
+from bot.store.engine import Database
 from bot.store.instances import BEAT, LEASE_TTL, RENEW, Instances, LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -133,27 +136,38 @@ class Leadership:
 
 
 class Heartbeat:
-    """Beats this run's row every ``BEAT`` seconds and runs ``after`` each beat (the look for
-    lapsed runs' work); a clean stop removes the row."""
+    """Beats this run's row every ``BEAT`` seconds and, beside it, runs ``after`` (the look for
+    lapsed runs' work) after each beat; a clean stop removes the row."""
 
     def __init__(self, instances: Instances, after: Callable[[], Awaitable[None]]) -> None:
         self._instances = instances
         self._after = after
         self._task: asyncio.Task[None] | None = None
-        self.beats = 0  # beats done (tests wait for a count)
-        self.wake = asyncio.Event()  # set to look for work now (a notification came)
+        self._look: asyncio.Task[None] | None = None
+        self._begun = 0  # looks started
+        self.looks = 0  # looks finished
+        self._finished = asyncio.Condition()
+        self.wake = asyncio.Event()  # set to beat and look now (this instance began to lead)
 
     async def start(self) -> None:
         """Beat once now (so this run is live before it takes any work), then every ``BEAT``."""
         await self._instances.beat()
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 
+    async def looked(self) -> None:
+        """Return once a look that began after this call has ended."""
+        target = self._begun + 1
+        self.wake.set()
+        async with self._finished:
+            await self._finished.wait_for(lambda: self.looks >= target)
+
     async def pause(self) -> None:
         """Stop beating (the row stays: this run lapses after ``LAPSE``)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._look):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._look = None
 
     async def stop(self) -> None:
         """Stop beating and remove this run's row."""
@@ -162,17 +176,62 @@ class Heartbeat:
             await self._instances.stop()
 
     async def _run(self) -> None:
+        beats = 0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), BEAT)
             self.wake.clear()
             try:
                 await self._instances.beat()
+                beats += 1
+                if beats % 1000 == 0:
+                    await self._instances.prune()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); trying again", exc)
                 continue
-            try:
-                await self._after()
-            except Exception:
-                log.exception("looking for the work of lapsed instances failed; trying again")
-            self.beats += 1
+            # Beside the beats: telling a lapsed run's many outcomes must not stop them.
+            if self._look is None or self._look.done():
+                self._begun += 1
+                self._look = asyncio.create_task(self._take_over(), name="take-over")
+
+    async def _take_over(self) -> None:
+        try:
+            await self._after()
+        except Exception:
+            log.exception("taking over the work of lapsed instances failed; trying again")
+        finally:
+            async with self._finished:
+                self.looks += 1
+                self._finished.notify_all()
+
+
+def intake(platform: str) -> str:
+    """Return the lease name of a network's intake."""
+    return f"intake:{platform}"
+
+
+def solo(adapter: ChatAdapter) -> bool:
+    """Whether ``adapter``'s intake must run on one instance only (under its lease)."""
+    return isinstance(adapter, SingleConsumer) and adapter.single_consumer
+
+
+async def join(
+    db: Database,
+    run: str,
+    leadership: Leadership,
+    outbox: Outbox,
+    adapters: Sequence[ChatAdapter],
+) -> Heartbeat:
+    """Share ``db`` with other instances: beat, tell mail only on networks whose adapter runs
+    here, and take lapsed runs' work over after each beat and on becoming a network's leader."""
+
+    def networks() -> set[str]:
+        return {
+            a.platform for a in adapters if not solo(a) or leadership.leads(intake(a.platform))
+        }
+
+    outbox.networks = networks
+    heartbeat = Heartbeat(Instances(db, run), outbox.recover)
+    leadership.changed.append(lambda _name, leading: heartbeat.wake.set() if leading else None)
+    await heartbeat.start()
+    return heartbeat

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from typing import TypeVar
 
@@ -22,12 +22,11 @@ from bot.outcome import Notify as Notify
 from bot.outcome import Outcome as Outcome
 from bot.scheduler import Scheduler
 from bot.store.engine import Database
+from bot.store.leftovers import Leftovers
 from bot.store.outbox_rows import (
     CANCELLED,
     FAILED,
     NO_LIMIT,
-    QUEUED,
-    SENDING,
     SENT,
     TELLING,
     UNKNOWN,
@@ -64,7 +63,11 @@ class Outbox:
     ) -> None:
         self.run = run  # this process run: it claims and tells rows under this id
         self.metrics = metrics or Metrics()
-        self.rows = OutboxRows(db)
+        self.rows = OutboxRows(db, run)
+        self.leftovers = Leftovers(db, run)
+        # The chat networks whose mail this instance can tell now (None: all; bot.app sets it
+        # when instances share the database: Matrix only where its sync runs).
+        self.networks: Callable[[], Collection[str]] | None = None
         self._transient = db.transient  # database errors a delivery waits out
         self.clock = clock  # when mail is due; tests turn it
         self.scheduler = Scheduler(self.rows, self.submit, clock)
@@ -140,27 +143,22 @@ class Outbox:
         await asyncio.gather(*self._retells, return_exceptions=True)
 
     async def recover(self) -> None:
-        """After a restart: rows caught mid-send become unknown; queued rows are sent; outcomes
-        their owners never heard, or may not have heard, are told now."""
-        rows = await self.rows.unfinished()
-        for row, repeat in rows:
-            if row.state == QUEUED:
-                self.submit(row)
-            elif row.state == SENDING:
-                step = functools.partial(self.rows.decide, row.id, UNKNOWN, None)
-                await self._persist(row.id, step)
-                self.metrics.mail_ended(UNKNOWN)
-                log.warning(
-                    "outbox %d was being sent when mailbridge stopped: outcome unknown",
-                    row.id,
-                    extra={"outbox": row.id},
-                )
-                await self._tell(row, Outcome(UNKNOWN, after_restart=True), marked=True)
-            else:  # decided, but the bot stopped before (or while) its owner was told
-                receipt = Receipt(row.detail or "") if row.state == SENT else None
-                reason = row.detail or "" if row.state != SENT else ""
-                outcome = Outcome(row.state, receipt=receipt, reason=reason, repeat=repeat)
-                await self._tell(row, outcome)
+        """Take over what an ended run left (after a restart; with instances sharing the
+        database, a lapsed one's): rows caught mid-send become unknown; outcomes their owners
+        never heard, or may not have heard, are told now; queued rows are sent."""
+        networks = None if self.networks is None else self.networks()
+        for row in await self.leftovers.sending(networks):
+            self.metrics.mail_ended(UNKNOWN)
+            msg = "outbox %d was being sent when its mailbridge stopped: outcome unknown"
+            log.warning(msg, row.id, extra={"outbox": row.id})
+            await self._tell(row, Outcome(UNKNOWN, after_restart=True), marked=True)
+        for row, repeat in await self.leftovers.untold(networks):
+            receipt = Receipt(row.detail or "") if row.state == SENT else None
+            reason = row.detail or "" if row.state != SENT else ""
+            outcome = Outcome(row.state, receipt=receipt, reason=reason, repeat=repeat)
+            await self._tell(row, outcome)
+        for row in await self.leftovers.queued(networks):
+            self.submit(row)
 
     def _ended(self, task: asyncio.Task[None], row_id: int = 0) -> None:
         self._live.discard(row_id)
@@ -222,6 +220,10 @@ class Outbox:
                         return_exceptions=True,
                     )
                     marked = not isinstance(done[0], BaseException)
+                    if done[0] is False:
+                        # Taken over meanwhile (this run was lapsed): its new run tells.
+                        log.warning("outbox %d was taken over", row.id, extra={"outbox": row.id})
+                        return
                     for result in done:
                         if isinstance(result, BaseException):
                             raise result

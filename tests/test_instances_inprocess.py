@@ -5,6 +5,7 @@ ChatKit adapters. What one instance does, the other must see and never repeat.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,8 +17,9 @@ from sqlalchemy.engine import make_url
 
 from bot.app import App
 from bot.chat import Handler
-from bot.store.instances import LAPSE
-from tests.chatkit import ChatKit
+from bot.store.instances import LAPSE, Instances
+from bot.store.outbox_rows import NewRow, OutboxRows
+from tests.chatkit import ChatKit, Said
 from tests.conftest import make_config
 
 TAKEOVER = 10.0  # seconds: issue 15's bound for a standby to take over
@@ -45,9 +47,9 @@ class SoloKit(ChatKit):
             self.stopped.set()
 
 
-def pg_config(tmp_path: Path, pg_url: str, **sections: dict[str, Any]) -> Any:
-    bot = {"database": pg_url, "data_key_file": str(tmp_path / "data.key")}
-    return make_config(tmp_path, bot=bot, **sections)
+def pg_config(tmp_path: Path, pg_url: str, **bot: Any) -> Any:
+    bot = {"database": pg_url, "data_key_file": str(tmp_path / "data.key"), **bot}
+    return make_config(tmp_path, bot=bot)
 
 
 def dsn(pg_url: str) -> str:
@@ -145,3 +147,177 @@ async def test_a_clean_stop_hands_the_intake_over_at_once(tmp_path: Path, pg_url
         assert tally["most"] == 1
         run_b.cancel()
         await asyncio.gather(run_b, return_exceptions=True)
+
+
+# --- mail across instances ----------------------------------------------------------------
+
+
+class Clock:
+    """A wall clock that moves only when the test says (due times of scheduled mail)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sent(said: Said) -> bool:
+    return "not sent (trial mode)" in said.text
+
+
+def mail_files(cfg: Any) -> list[Path]:
+    return sorted(cfg.mail.outbox_dir.glob("*.eml")) if cfg.mail.outbox_dir.exists() else []
+
+
+async def age(pg_url: str, run: str, seconds: float) -> None:
+    """Make ``run``'s last heartbeat ``seconds`` old (as if it had stopped beating then)."""
+    conn = await asyncpg.connect(dsn(pg_url))
+    try:
+        await conn.execute(
+            "UPDATE instances SET beat_at = $1 WHERE run = $2", time.time() - seconds, run
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_lapsed_runs_mail_in_flight_turns_unknown_told_once_a_live_ones_untouched(
+    tmp_path: Path, pg_url: str
+) -> None:
+    cfg = pg_config(tmp_path, pg_url)
+    kit_a, kit_b = ChatKit(), ChatKit()
+    async with instances(cfg, kit_a, kit_b) as (a, b):
+        # Two other runs were each sending a mail: "gone" stopped beating, "busy" beats on.
+        ids = {}
+        for run in ("gone", "busy"):
+            await Instances(a.db, run).beat()
+            rows = OutboxRows(a.db, run)
+            new = NewRow(f"telegram:{run}", "telegram:1001", "dm-1001", True, RECIPIENTS, run, b"")
+            row = await rows.insert(new, (99, 99), time.time())
+            assert row is not None
+            assert await rows.claim(row.id) is not None
+            ids[run] = row.id
+        for app in (a, b):
+            await looked(app)
+        assert [await state(a, i) for i in ids.values()] == ["sending", "sending"]  # both live
+
+        await age(pg_url, "gone", LAPSE + 1)  # its heartbeat lapses
+        await asyncio.gather(looked(a), looked(b))  # both look at once
+        await asyncio.gather(looked(a), looked(b))  # and again
+        assert await state(a, ids["gone"]) == "unknown"
+        assert await state(a, ids["busy"]) == "sending"  # a live instance's: never touched
+        told = [s for s in kit_a.replies + kit_b.replies if f"#{ids['gone']}" in s.text]
+        assert len(told) == 1, told
+        assert told[0].text.startswith("⚠️ Maybe sent: mail #1")
+        assert not any(f"#{ids['busy']}" in s.text for s in kit_a.replies + kit_b.replies)
+
+
+async def test_a_mail_due_later_accepted_on_a_is_sent_once_by_b_after_a_is_gone(
+    tmp_path: Path, pg_url: str
+) -> None:
+    cfg = pg_config(tmp_path, pg_url)
+    start = time.time()
+    clock_a, clock_b = Clock(start), Clock(start)
+    kit_a, kit_b = ChatKit(), ChatKit()
+    async with App.open(cfg, [kit_b], serve_web=False, env={}, clock=clock_b) as b:
+        with contextlib.suppress(Crash):
+            async with App.open(cfg, [kit_a], serve_web=False, env={}, clock=clock_a) as a:
+                await a.core.handle(kit_a.message("/mail at:+2m bob@example.com Later | x"))
+                assert "goes out" in kit_a.replies[-1].text
+                await looked(b)
+                row = await a.core.outbox.rows.get(1)
+                assert row is not None
+                assert row.state == "queued"
+                assert await owner(b, 1) == a.core.run  # A lives: B leaves A's mail alone
+                await a.core.outbox.scheduler.close()  # A dies: it never sends it
+                gone = time.monotonic()
+                raise Crash
+        # B takes it over once A's heartbeat lapsed, and sends it at its time, once.
+        async with asyncio.timeout(3 * LAPSE):
+            while await owner(b, 1) != b.core.run:
+                await looked(b)
+        took = time.monotonic() - gone
+        assert LAPSE - 1 < took < LAPSE + 6, took
+        clock_b.now = start + 121
+        await b.core.outbox.scheduler.looked()
+        said = await kit_b.wait_for(sent)
+        assert said.room == "dm-1001"
+        await b.core.outbox.drain()
+        await looked(b)
+        assert len(mail_files(cfg)) == 1
+        assert not any(sent(s) for s in kit_a.replies)
+    print(f"a lapsed instance's scheduled mail taken over after {took:.1f} s")
+
+
+async def test_one_event_delivered_to_two_instances_is_handled_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    cfg = pg_config(tmp_path, pg_url)
+    kit_a, kit_b = ChatKit(), ChatKit()
+    async with instances(cfg, kit_a, kit_b) as (a, b):
+        # At once, on both (a webhook redelivered to another instance behind the balancer).
+        message = kit_a.message("/help", event_key="tg-1")
+        await asyncio.gather(a.core.handle(message), b.core.handle(message))
+        assert len(kit_a.replies) + len(kit_b.replies) == 1
+        # Redelivered to B while A still handles it: A is live, so B leaves it to A.
+        slow = kit_a.message("/help", event_key="tg-2")
+        assert await a.core.claims.claim("telegram:tg-2")
+        await b.core.handle(slow)
+        assert len(kit_b.replies) + len(kit_a.replies) == 1
+        # A lapses before it answered: the next delivery is handled, by B.
+        await age(pg_url, a.core.run, LAPSE + 1)
+        await b.core.handle(slow)
+        assert len(kit_b.replies) + len(kit_a.replies) == 2
+        # A mail delivered to both: one mail, one confirmation.
+        mail = kit_a.message("/mail bob@example.com Once | x", event_key="tg-3")
+        await asyncio.gather(a.core.handle(mail), b.core.handle(mail))
+        await asyncio.gather(a.core.outbox.drain(), b.core.outbox.drain())
+        assert len(mail_files(cfg)) == 1
+        assert sum(sent(s) for s in kit_a.replies + kit_b.replies) == 1
+
+
+async def test_a_burst_from_one_user_over_two_instances_keeps_the_limit(
+    tmp_path: Path, pg_url: str
+) -> None:
+    cfg = pg_config(tmp_path, pg_url, sends_per_minute=LIMIT)
+    kit_a, kit_b = ChatKit(), ChatKit()
+    async with instances(cfg, kit_a, kit_b) as (a, b):
+        burst = [
+            (a if n % 2 else b).core.handle(kit_a.message(f"/mail bob@example.com B{n} | x"))
+            for n in range(24)
+        ]
+        await asyncio.gather(*burst)
+        await asyncio.gather(a.core.outbox.drain(), b.core.outbox.drain())
+        assert len(mail_files(cfg)) == LIMIT
+        refused = [s for s in kit_a.replies + kit_b.replies if not sent(s)]
+        assert len(refused) == 24 - LIMIT
+        assert {s.text for s in refused} == {
+            f"You have sent {LIMIT} mails in the last minute, the most allowed here."
+            " Wait a minute and send again."
+        }
+        assert kit_a.replies
+        assert kit_b.replies
+
+
+class Crash(Exception):
+    """An instance's end without its clean stop."""
+
+
+RECIPIENTS = {"to": ["bob@example.com"], "cc": [], "bcc": []}
+LIMIT = 5
+
+
+async def looked(app: App) -> None:
+    assert app.heartbeat is not None
+    await app.heartbeat.looked()
+
+
+async def state(app: App, row_id: int) -> str:
+    row = await app.core.outbox.rows.get(row_id)
+    assert row is not None
+    return row.state
+
+
+async def owner(app: App, row_id: int) -> str:
+    rows = await app.db.fetchall("SELECT run FROM outbox WHERE id = ?", (row_id,))
+    return str(rows[0][0])

@@ -23,6 +23,7 @@ from bot.store.aliases import Aliases
 from bot.store.db import is_url, open_database, schema_version
 from bot.store.drafts import Draft, Drafts
 from bot.store.engine import Database
+from bot.store.leftovers import Leftovers
 from bot.store.link_codes import LinkCodes
 from bot.store.link_health import Health, LinkHealth
 from bot.store.migrations import MIGRATIONS
@@ -178,10 +179,10 @@ async def test_outbox_rows_move_through_their_states(db: Database) -> None:
     assert done is not None
     assert (done.state, done.detail) == (SENT, "gmail-id")
     assert await rows.last_sent("telegram:1") is not None
-    [(kept, told)] = [(r.id, t) for r, t in await rows.unfinished()]
+    [(kept, told)] = [(r.id, t) for r, t in await Leftovers(db, "next run").untold()]
     assert (kept, told) == (row.id, True)  # decided, being told
     await rows.told(row.id, 1)
-    assert await rows.unfinished() == []
+    assert await Leftovers(db, "third run").untold() == []
     assert [r.id for r in await rows.history("telegram:1")] == [row.id]
     assert (await rows.latest("telegram:1", SENT)) == done
 

@@ -67,8 +67,9 @@ class NewRow:
 class OutboxRows:
     """The outbox and known_recipients tables."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, run: str = "") -> None:
         self._db = db
+        self.run = run  # the process run that owns (sends, tells) the rows it writes
 
     async def insert(self, new: NewRow, limits: tuple[int, int], now: float) -> OutboxRow | None:
         """Insert ``new`` unless its person has had ``limits`` (per minute, per day) rows since
@@ -79,8 +80,8 @@ class OutboxRows:
         # ON CONFLICT as a join. Durable: the accept decides what the user was told.
         found = await self._db.durable(
             "INSERT INTO outbox (event_key, user_key, room, is_direct, recipients, subject, raw,"
-            " state, created_at, updated_at, due_at, author, person)"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " state, created_at, updated_at, due_at, author, person, run)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
             " WHERE (SELECT count(*) FILTER (WHERE created_at >= ?) < ? AND count(*) < ?"
             "  FROM outbox WHERE person = ? AND created_at >= ?)"
             f" ON CONFLICT (event_key) DO NOTHING RETURNING {_COLUMNS}",
@@ -98,6 +99,7 @@ class OutboxRows:
                 new.due_at,
                 new.author,
                 new.person or new.user_key,
+                self.run,
                 now - 60,
                 limits[0],
                 limits[1],
@@ -150,8 +152,9 @@ class OutboxRows:
     async def release(self, row_id: int, due_at: float) -> bool:
         """Move a held row to queued (the user pressed Send); False if it is not held."""
         changed = await self._db.execute(
-            "UPDATE outbox SET state = ?, due_at = ?, updated_at = ? WHERE id = ? AND state = ?",
-            (QUEUED, due_at, time.time(), row_id, HELD),
+            "UPDATE outbox SET state = ?, due_at = ?, updated_at = ?, run = ? WHERE id = ?"
+            " AND state = ?",
+            (QUEUED, due_at, time.time(), self.run, row_id, HELD),
         )
         return changed == 1
 
@@ -167,55 +170,55 @@ class OutboxRows:
     async def requeue(self, row_id: int) -> bool:
         """Queue a failed or unknown row again; return whether it was."""
         changed = await self._db.execute(
-            "UPDATE outbox SET state = ?, told = 0, updated_at = ? WHERE id = ?"
+            "UPDATE outbox SET state = ?, told = 0, updated_at = ?, run = ? WHERE id = ?"
             " AND state IN (?, ?) AND raw IS NOT NULL",
-            (QUEUED, time.time(), row_id, FAILED, UNKNOWN),
+            (QUEUED, time.time(), self.run, row_id, FAILED, UNKNOWN),
         )
         return changed == 1
 
-    async def unfinished(self) -> list[tuple[OutboxRow, bool]]:
-        """Return rows queued or mid-send, and decided rows whose owner was not surely told
-        (with whether telling them had begun)."""
-        found = await self._db.fetchall(
-            f"SELECT {_COLUMNS}, told FROM outbox WHERE state IN (?, ?)"
-            " OR (state IN (?, ?, ?) AND told != 1) ORDER BY id",
-            (SENDING, QUEUED, SENT, FAILED, UNKNOWN),
-        )
-        return [(_row(r[:-1]), r[-1] == TELLING) for r in found]
-
     async def due(self, before: float) -> list[OutboxRow]:
         """Return the queued rows due at or before ``before``, the soonest first."""
+        mine, params = self._mine()
         found = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND due_at <= ? ORDER BY due_at",
-            (QUEUED, before),
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND due_at <= ?{mine} ORDER BY due_at",
+            (QUEUED, before, *params),
         )
         return [_row(r) for r in found]
 
     async def next_due(self, after: float) -> float | None:
         """Return when the first queued row due after ``after`` is due, if any."""
+        mine, params = self._mine()
         found = await self._db.fetchall(
-            "SELECT min(due_at) FROM outbox WHERE state = ? AND due_at > ?", (QUEUED, after)
+            f"SELECT min(due_at) FROM outbox WHERE state = ? AND due_at > ?{mine}",
+            (QUEUED, after, *params),
         )
         return next((float(r[0]) for r in found if r[0] is not None), None)
+
+    def _mine(self) -> tuple[str, tuple[str, ...]]:
+        # Instances share the database: each schedules the rows it owns; a lapsed run's are
+        # taken over first (bot.store.leftovers). One process (SQLite) owns them all.
+        return (" AND run = ?", (self.run,)) if self._db.shared else ("", ())
 
     async def claim(self, row_id: int) -> tuple[OutboxRow, bytes] | None:
         """Move a queued row to sending, durably; return it and its sealed content, or None."""
         found = await self._db.durable(
-            f"UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?"
+            f"UPDATE outbox SET state = ?, updated_at = ?, run = ? WHERE id = ? AND state = ?"
             f" RETURNING {_COLUMNS}, raw",
-            (SENDING, time.time(), row_id, QUEUED),
+            (SENDING, time.time(), self.run, row_id, QUEUED),
         )
         return (_row(found[0][:-1]), bytes(found[0][-1])) if found else None
 
-    async def decide(self, row_id: int, state: str, detail: str | None) -> None:
-        """Record a row's outcome, marked as being told."""
+    async def decide(self, row_id: int, state: str, detail: str | None) -> bool:
+        """Record the outcome of a row this run claimed, marked as being told; False if
+        another run took it over meanwhile (this one was lapsed): that one tells."""
         # Sent mail needs no content any more; failed and unknown keep it for /retry.
         extra = ", raw = NULL" if state == SENT else ""
-        await self._db.execute(
+        changed = await self._db.execute(
             f"UPDATE outbox SET state = ?, detail = ?, updated_at = ?, told = {TELLING}{extra}"
-            " WHERE id = ?",
-            (state, detail, time.time(), row_id),
+            " WHERE id = ? AND run = ?",
+            (state, detail, time.time(), row_id, self.run),
         )
+        return changed == 1
 
     async def told(self, row_id: int, told: int) -> None:
         """Record whether the owner was told (0 no, TELLING under way, 1 yes)."""
