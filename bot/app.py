@@ -222,11 +222,11 @@ class App:
             if heartbeat is not None:
                 await heartbeat.stop()  # others take over at once, not after a lapse
         finally:
+            if check is not None:
+                await check.stop()
             if heartbeat is not None:
                 await heartbeat.pause()
             await leadership.close()
-            if check is not None:
-                await check.stop()
             if web is not None:
                 await web.stop()
             if backend is not None:

@@ -46,6 +46,7 @@ class Leadership:
         self._shared = shared  # False: the only process (SQLite), leading everything
         self._leads: dict[str, Lead] = {}
         self._renewals: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
         # Called with (name, leading) whenever this instance starts or stops leading a job.
         self.changed: list[Callable[[str, bool], None]] = []
 
@@ -56,6 +57,8 @@ class Leadership:
 
     async def lead(self, name: str) -> Lead:
         """Wait until this instance holds lease ``name``; return the lead."""
+        if self._closed.is_set():
+            await asyncio.Future()  # closing: never lead again (the caller is being cancelled)
         while True:
             epoch = await self.keeper.take(name)
             if epoch is not None:
@@ -99,7 +102,8 @@ class Leadership:
             log.warning("no longer leading %s (epoch %d): standing by", name, lead.epoch)
 
     async def close(self) -> None:
-        """Give up every lease."""
+        """Give up every lease, for good."""
+        self._closed.set()
         for task in list(self._renewals):
             task.cancel()
         await asyncio.gather(*self._renewals, return_exceptions=True)

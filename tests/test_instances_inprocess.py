@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from sqlalchemy.engine import make_url
 
@@ -19,8 +20,11 @@ from bot.app import App
 from bot.chat import Handler
 from bot.store.instances import LAPSE, Instances
 from bot.store.outbox_rows import NewRow, OutboxRows
-from tests.chatkit import ChatKit, Said
+from tests.chatkit import LOGIN_LINK, ChatKit, Said
 from tests.conftest import make_config
+from tests.gmail_rig import gmail_config
+from tests.google_fake import GoogleFake
+from tests.running import web_section
 
 TAKEOVER = 10.0  # seconds: issue 15's bound for a standby to take over
 
@@ -321,3 +325,46 @@ async def state(app: App, row_id: int) -> str:
 async def owner(app: App, row_id: int) -> str:
     rows = await app.db.fetchall("SELECT run FROM outbox WHERE id = ?", (row_id,))
     return str(rows[0][0])
+
+
+async def test_connect_on_one_instance_and_the_callback_on_the_other(
+    tmp_path: Path, pg_url: str, google_fake: GoogleFake
+) -> None:
+    # Behind one public address (the balancer): the consent's callback may reach either.
+    front, other = web_section(), web_section()
+    shared = {"database": pg_url, "data_key_file": str(tmp_path / "data.key")}
+    cfg_a = gmail_config(tmp_path, google_fake, bot=shared, web=front)
+    cfg_b = gmail_config(
+        tmp_path, google_fake, bot=shared, web={**other, "public_url": front["public_url"]}
+    )
+    kit_a, kit_b = ChatKit(), ChatKit()
+    async with (
+        App.open(cfg_a, [kit_a], env={}) as a,
+        App.open(cfg_b, [kit_b], env={}),
+    ):
+        google_fake.add_account("alice@gmail.com")
+        google_fake.next_account = "alice@gmail.com"
+        google_fake.auto_consent = "allow"
+        await a.core.handle(kit_a.message("/connect"))
+        match = LOGIN_LINK.search(kit_a.replies[-1].text)
+        assert match, kit_a.replies[-1].text
+        async with aiohttp.ClientSession() as http:
+            async with http.get(match.group(0)) as page:  # served by A
+                assert page.status == 200
+            async with http.post(match.group(0), allow_redirects=False) as to_google:
+                assert to_google.status in (302, 303)
+                google = to_google.headers["Location"]
+            async with http.get(google, allow_redirects=False) as back:
+                assert back.status == 302
+                callback = back.headers["Location"]
+            assert callback.startswith(front["public_url"] + "/oauth/callback?")
+            on_b = "http://" + cfg_b.web.listen + callback.removeprefix(front["public_url"])
+            async with http.get(on_b) as done:  # the balancer sent it to B
+                assert done.status == 200, await done.text()
+        said = await kit_b.wait_for(lambda s: "Gmail connected as alice@gmail.com" in s.text)
+        assert said.room == "dm-1001"
+        # A, which never saw the callback, sends from the link B stored.
+        await a.core.handle(kit_a.message("/mail bob@example.com Linked | via B"))
+        await a.core.outbox.drain()
+        [mail] = await google_fake.wait_for_mail(1)
+        assert "alice@gmail.com" in mail.as_json()["from"]

@@ -126,7 +126,8 @@ class OAuth:
             await self._tokens.record(account, token)
         expires_in = token.get("expires_in")
         if isinstance(access_token, str) and isinstance(expires_in, int | float):
-            self._tokens.prime(owner, address, access_token, float(expires_in))
+            link = account.connected_at if account is not None else 0.0
+            self._tokens.prime(owner, address, access_token, float(expires_in), link)
         else:
             self._tokens.forget(owner)
         if old is not None:

@@ -56,11 +56,15 @@ class LinkEnded(SendRefused):
         self.address = address
 
 
+NOT_LINKED = "Your Gmail is not connected any more; send /connect to link it."
+
+
 @dataclass(slots=True)
 class _Token:
     value: str
     expires_at: float
     address: str
+    link: float = 0.0  # the link it was got for (accounts.connected_at)
 
 
 class Tokens:
@@ -92,18 +96,21 @@ class Tokens:
 
     async def access_token(self, user_key: str) -> str:
         """Return a valid access token for ``user_key``; SendRefused says why there is none."""
-        cached = self._valid(user_key)
+        # Instances sharing the database: another may have unlinked or relinked this user
+        # meanwhile, so the stored link decides whether the cached token is still its own.
+        link = await self._accounts.get(user_key) if self._accounts.shared else None
+        if self._accounts.shared and link is None:
+            raise SendRefused(NOT_LINKED)
+        cached = self._valid(user_key, link)
         if cached is not None:
             return cached.value
         async with self._refreshing.setdefault(user_key, asyncio.Lock()):
-            cached = self._valid(user_key)
+            cached = self._valid(user_key, link)
             if cached is not None:
                 return cached.value
             account = await self._accounts.get(user_key)
             if account is None:
-                raise SendRefused(
-                    "Your Gmail is not connected any more; send /connect to link it."
-                )
+                raise SendRefused(NOT_LINKED)
             token = await self._refresh(account)
             self._cache[user_key] = token
             return token.value
@@ -137,9 +144,12 @@ class Tokens:
         cached = self._valid(user_key)
         return cached.value if cached else None
 
-    def prime(self, user_key: str, address: str, access_token: str, expires_in: float) -> None:
-        """Keep the access token the consent flow just got, so the first send needs no refresh."""
-        self._cache[user_key] = _Token(access_token, self._clock() + expires_in, address)
+    def prime(
+        self, user_key: str, address: str, access_token: str, expires_in: float, link: float = 0
+    ) -> None:
+        """Keep the access token the consent flow just got, so the first send needs no refresh
+        (``link``: the new link's ``connected_at``)."""
+        self._cache[user_key] = _Token(access_token, self._clock() + expires_in, address, link)
 
     def forget(self, user_key: str) -> None:
         """Drop the cached access token of ``user_key`` (Gmail said 401, or the link ended)."""
@@ -195,8 +205,10 @@ class Tokens:
             await self._http.close()
             self._http = None
 
-    def _valid(self, user_key: str) -> _Token | None:
+    def _valid(self, user_key: str, link: Account | None = None) -> _Token | None:
         cached = self._cache.get(user_key)
+        if cached is not None and link is not None and cached.link != link.connected_at:
+            return None  # got for a link replaced since (on another instance)
         # A minute early: a token that expires in flight gets a needless 401.
         return cached if cached and cached.expires_at - 60 > self._clock() else None
 
@@ -235,7 +247,8 @@ class Tokens:
                 await self._accounts.replace_refresh_token(account, rotated)
                 log.info("Google rotated a refresh token; the new one is stored")
             await self.record(account, answer)
-            return _Token(value, self._clock() + float(expires_in), account.address)
+            expires_at = self._clock() + float(expires_in)
+            return _Token(value, expires_at, account.address, account.connected_at)
         raise SendRefused(
             "Google's sign-in service could not be reached, so nothing was sent. Try again later."
         )

@@ -53,6 +53,11 @@ class Accounts:
         self._rooms: dict[str, str] = {}  # direct rooms known to be stored, to skip the write
         self._people = People(db)
 
+    @property
+    def shared(self) -> bool:
+        """Whether other instances write these tables too (bot.store.instances)."""
+        return self._db.shared
+
     async def owner(self, user_key: str) -> str:
         """Return the person whose link a login by ``user_key`` makes (bot.store.people)."""
         return await self._people.person(user_key)
@@ -164,8 +169,8 @@ class Accounts:
     async def remember_direct_room(self, user_key: str, room: str) -> None:
         """Record the user's direct chat (called for every direct message); written only when
         it changes."""
-        if self._rooms.get(user_key) == room:
-            return
+        if self._rooms.get(user_key) == room and not self._db.shared:
+            return  # one process: nobody else changed it (instances: another may have)
         await self._db.execute(
             "INSERT INTO direct_rooms (user_key, room) VALUES (?, ?)"
             " ON CONFLICT (user_key) DO UPDATE SET room = excluded.room"
