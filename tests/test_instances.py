@@ -43,14 +43,6 @@ async def test_three_instances_share_the_work_and_each_mail_goes_once(
     assert "Traceback" not in logs
 
 
-LAPSED = (
-    "issue 15: a (re)starting instance's outbox recovery turns every row left 'sending' into "
-    "'unknown' and tells 'maybe sent', the rows a live instance is sending too (no heartbeat "
-    "tells a lapsed instance from a live one yet); the live one then tells 'sent': two outcomes"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LAPSED)
 async def test_a_restart_leaves_alone_the_mail_another_instance_is_sending(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -190,15 +182,6 @@ async def test_sigkill_of_instances_ten_times_loses_no_mail_and_sends_none_twice
     assert len(per_instance) == 3  # the proxy spread the work
     assert statuses == [0, 0, 0]
     assert "Traceback" not in logs
-    # Last, the one known defect (shown every time by the strict xfail above): a mail both
-    # "sent" and "maybe sent", one told by its sender, one by a restarted instance.
-    lapsed = {
-        k
-        for k, said in wrong.items()
-        if {x.removesuffix(" again") for x in said} == {"sent", "unknown"}
-    }
-    if wrong and set(wrong) == lapsed:
-        pytest.xfail(f"{LAPSED}: {wrong}")
     assert wrong == {}, f"outcomes told twice or disagreeing: {wrong}"
 
 
