@@ -368,3 +368,30 @@ async def test_connect_on_one_instance_and_the_callback_on_the_other(
         await a.core.outbox.drain()
         [mail] = await google_fake.wait_for_mail(1)
         assert "alice@gmail.com" in mail.as_json()["from"]
+
+
+async def test_a_lapsed_runs_matrix_mail_is_taken_over_by_the_matrix_leader_only(
+    tmp_path: Path, pg_url: str
+) -> None:
+    tally = {"now": 0, "most": 0}
+    kit_a, kit_b = SoloKit(tally, "matrix"), SoloKit(tally, "matrix")
+    cfg = pg_config(tmp_path, pg_url)
+    async with instances(cfg, kit_a, kit_b) as (a, b):
+        rows = OutboxRows(a.db, "gone")
+        new = NewRow("matrix:$ev", "matrix:@al:hs", "!dm:hs", True, RECIPIENTS, "M", b"")
+        row = await rows.insert(new, (99, 99), time.time())
+        assert row is not None
+        assert await rows.claim(row.id) is not None  # "gone" never beat: lapsed
+        # Nobody runs Matrix's sync yet, so nobody can tell its owner: both leave it.
+        await asyncio.gather(looked(a), looked(b))
+        assert await state(b, row.id) == "sending"
+        run_a = asyncio.create_task(a.run())
+        await asyncio.wait_for(kit_a.running.wait(), TAKEOVER)  # A leads the sync
+        said = await kit_a.wait_for(lambda s: "#1" in s.text)
+        assert said.room == "!dm:hs"
+        assert said.text.startswith("⚠️ Maybe sent")
+        assert await state(a, row.id) == "unknown"
+        await looked(b)
+        assert kit_b.replies == []  # B never took it
+        run_a.cancel()
+        await asyncio.gather(run_a, return_exceptions=True)
