@@ -234,8 +234,13 @@ async def join(
             a.platform for a in adapters if not solo(a) or leadership.leads(intake(a.platform))
         }
 
+    async def after_beat() -> None:
+        await leadership.keeper.listen(heartbeat.wake.set)  # another run's stop: look now
+        await outbox.recover()
+
     outbox.networks = networks
-    heartbeat = Heartbeat(Instances(db, run), outbox.recover)
+    heartbeat = Heartbeat(Instances(db, run), after_beat)
     leadership.changed.append(lambda _name, leading: heartbeat.wake.set() if leading else None)
+    await leadership.keeper.listen(heartbeat.wake.set)
     await heartbeat.start()
     return heartbeat

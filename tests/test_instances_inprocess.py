@@ -395,3 +395,33 @@ async def test_a_lapsed_runs_matrix_mail_is_taken_over_by_the_matrix_leader_only
         assert kit_b.replies == []  # B never took it
         run_a.cancel()
         await asyncio.gather(run_a, return_exceptions=True)
+
+
+async def test_a_clean_stop_wakes_the_others_to_take_its_mail_over_at_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    cfg = pg_config(tmp_path, pg_url)
+    start = time.time()
+    clock = Clock(start)
+    kit_a, kit_b = ChatKit(), ChatKit()
+    async with App.open(cfg, [kit_b], serve_web=False, env={}, clock=clock) as b:
+        async with App.open(cfg, [kit_a], serve_web=False, env={}, clock=clock) as a:
+            await a.core.handle(kit_a.message("/mail at:+2m bob@example.com Later | x"))
+            assert "goes out" in kit_a.replies[-1].text
+            await looked(b)
+            assert await owner(b, 1) == a.core.run
+        stopped = time.monotonic()  # A stopped cleanly: its row is gone, B was notified
+        async with asyncio.timeout(LAPSE):
+            while True:
+                if await owner(b, 1) == b.core.run:
+                    break
+                await asyncio.sleep(0.05)  # B's look runs on its own; the row shows it
+        took = time.monotonic() - stopped
+        assert b.leadership is not None
+        assert b.leadership.keeper.notified == 1
+        clock.now = start + 121
+        await b.core.outbox.scheduler.looked()
+        await kit_b.wait_for(sent)
+        await b.core.outbox.drain()
+        assert len(mail_files(cfg)) == 1
+    print(f"taken over {took:.2f} s after a clean stop")

@@ -24,9 +24,10 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
-from bot.store.engine import Database
+from bot.store.engine import POSTGRESQL, Database
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ RENEW = 1.5  # seconds between renewals of a held lease, and between tries of a 
 # "The run in column ``run`` is alive": a statement adds ``(time.time() - LAPSE,)`` to its
 # parameters for it. A run that never beat (SQLite, or the '' of rows from before) is not.
 LIVE = "run IN (SELECT i.run FROM instances i WHERE i.beat_at >= ?)"
+CHANNEL = "mailbridge_instances"  # NOTIFY: a run stopped, look for its work now
 
 
 def new_run() -> str:
@@ -62,7 +64,13 @@ class Instances:
 
     async def stop(self) -> None:
         """Remove this run's row: it is lapsed at once, and others take its work over."""
-        await self._db.execute("DELETE FROM instances WHERE run = ?", (self.run,))
+        gone = ("DELETE FROM instances WHERE run = ?", (self.run,))
+        if self._db.dialect != POSTGRESQL:
+            await self._db.execute(*gone)
+            return
+        # Delivered at commit to every session listening (PgKeeper.listen), so the others look
+        # now rather than at their next beat; not durable, so the beats still look.
+        await self._db.transaction([gone, ("SELECT pg_notify(?, ?)", (CHANNEL, self.run))])
 
     async def live(self) -> list[str]:
         """Return the runs whose heartbeat has not lapsed."""
@@ -100,6 +108,11 @@ class LeaseKeeper(abc.ABC):
     async def close(self) -> None:
         """Give up every lease (closing the dedicated connection)."""
 
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` when another run stops (again after a lost connection: call this
+        at each beat)."""
+        return None
+
 
 class SoleKeeper(LeaseKeeper):
     """One process on the database (SQLite): it holds every lease, for good."""
@@ -126,6 +139,9 @@ class PgKeeper(LeaseKeeper):
         self._conn: Any = None  # asyncpg.Connection, opened when a lease is first wanted
         self._lock = asyncio.Lock()  # one statement at a time on the connection
         self._held: set[str] = set()
+        self._wake: Callable[[], None] | None = None
+        self._listening: Any = None  # the connection the listener is on
+        self.notified = 0  # notifications of other runs' stops (tests count them)
 
     async def _connection(self) -> Any:
         import asyncpg  # type: ignore[import-untyped]  # only where PostgreSQL is used
@@ -134,6 +150,10 @@ class PgKeeper(LeaseKeeper):
             self._held.clear()  # a new session holds no lock
             self._conn = await asyncpg.connect(self._dsn, statement_cache_size=0)
             self.backend_pid = int(self._conn.get_server_pid())  # tests end it to kill us
+        if self._wake is not None and self._listening is not self._conn:
+            # On this dedicated connection, never a pooled one: a pool would hand it on.
+            await self._conn.add_listener(CHANNEL, self._notified)
+            self._listening = self._conn
         return self._conn
 
     async def _drop(self) -> None:
@@ -144,6 +164,20 @@ class PgKeeper(LeaseKeeper):
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.terminate()
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        async with self._lock:
+            try:
+                await self._connection()
+            except Exception as exc:
+                log.warning("could not listen for other instances (%s); trying again", exc)
+                await self._drop()
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload != self.run and self._wake is not None:
+            self.notified += 1
+            self._wake()
 
     async def take(self, name: str) -> int | None:
         async with self._lock:
