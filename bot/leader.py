@@ -26,6 +26,7 @@ from bot.store.instances import BEAT, LEASE_TTL, RENEW, Instances, LeaseKeeper
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STOP_TIMEOUT = 5.0  # seconds a clean stop waits to remove this run's row
 SWEEPS = "sweeps"  # the lease of the periodic jobs over every account (bot.link_check)
 
 
@@ -176,8 +177,8 @@ class Heartbeat:
     async def stop(self) -> None:
         """Stop beating and remove this run's row."""
         await self.pause()
-        with contextlib.suppress(Exception):
-            await self._instances.stop()
+        with contextlib.suppress(Exception):  # not in time: the row lapses instead
+            await asyncio.wait_for(self._instances.stop(), STOP_TIMEOUT)
 
     async def _run(self) -> None:
         beats = 0

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 BEAT = 2.0  # seconds between heartbeats (and between looks for a lapsed run's work)
 LAPSE = 10.0  # seconds without a heartbeat after which a run is lapsed
 LEASE_TTL = 5.0  # seconds a lease lasts unless renewed; its holder stops acting when it ends
+STATEMENT_TIMEOUT = 3.0  # seconds for a statement on the lease connection (a stop never hangs)
 RENEW = 1.5  # seconds between renewals of a held lease, and between tries of a wanted one
 # "The run in column ``run`` is alive": a statement adds ``(time.time() - LAPSE,)`` to its
 # parameters for it. A run that never beat (SQLite, or the '' of rows from before) is not.
@@ -148,11 +149,15 @@ class PgKeeper(LeaseKeeper):
 
         if self._conn is None or self._conn.is_closed():
             self._held.clear()  # a new session holds no lock
-            self._conn = await asyncpg.connect(self._dsn, statement_cache_size=0)
+            self._conn = await asyncpg.connect(
+                self._dsn, statement_cache_size=0, timeout=STATEMENT_TIMEOUT
+            )
             self.backend_pid = int(self._conn.get_server_pid())  # tests end it to kill us
         if self._wake is not None and self._listening is not self._conn:
             # On this dedicated connection, never a pooled one: a pool would hand it on.
-            await self._conn.add_listener(CHANNEL, self._notified)
+            await asyncio.wait_for(
+                self._conn.add_listener(CHANNEL, self._notified), STATEMENT_TIMEOUT
+            )
             self._listening = self._conn
         return self._conn
 
@@ -184,14 +189,18 @@ class PgKeeper(LeaseKeeper):
             try:
                 conn = await self._connection()
                 got = await conn.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", "lease:" + name
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                    "lease:" + name,
+                    timeout=STATEMENT_TIMEOUT,
                 )
                 if not got:
                     return None
                 self._held.add(name)
                 # Under the lock, so no other instance writes the row meanwhile.
                 before = await conn.fetchrow(
-                    "SELECT holder, expires_at FROM leases WHERE name = $1", name
+                    "SELECT holder, expires_at FROM leases WHERE name = $1",
+                    name,
+                    timeout=STATEMENT_TIMEOUT,
                 )
                 epoch = await conn.fetchval(
                     "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)"
@@ -200,6 +209,7 @@ class PgKeeper(LeaseKeeper):
                     name,
                     self.run,
                     time.time() + LEASE_TTL,
+                    timeout=STATEMENT_TIMEOUT,
                 )
             except Exception as exc:
                 log.warning("could not try for lease %s (%s); trying again", name, exc)
@@ -223,6 +233,7 @@ class PgKeeper(LeaseKeeper):
                     name,
                     self.run,
                     epoch,
+                    timeout=STATEMENT_TIMEOUT,
                 )
             except Exception:
                 await self._drop()
@@ -241,9 +252,12 @@ class PgKeeper(LeaseKeeper):
                     name,
                     self.run,
                     epoch,
+                    timeout=STATEMENT_TIMEOUT,
                 )
                 await self._conn.fetchval(
-                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))", "lease:" + name
+                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                    "lease:" + name,
+                    timeout=STATEMENT_TIMEOUT,
                 )
             except Exception:
                 await self._drop()
@@ -254,7 +268,9 @@ class PgKeeper(LeaseKeeper):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.execute(
-                        "UPDATE leases SET expires_at = 0 WHERE holder = $1", self.run
+                        "UPDATE leases SET expires_at = 0 WHERE holder = $1",
+                        self.run,
+                        timeout=STATEMENT_TIMEOUT,
                     )
         # Closing the session releases its advisory locks (PostgreSQL docs 13.3.5).
         async with self._lock:
@@ -262,7 +278,9 @@ class PgKeeper(LeaseKeeper):
             self._held.clear()
             if conn is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 5)
+                    await asyncio.wait_for(conn.close(), STATEMENT_TIMEOUT)
+                if not conn.is_closed():
+                    conn.terminate()
 
 
 def keeper(db: Database, run: str) -> LeaseKeeper:
