@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.backends import MailBackend
-from bot.chat import ChatAdapter
+from bot.chat import ChatAdapter, Relay
 from bot.config import Config
 from bot.core import Core
 from bot.errors import ConfigError, InstallError
@@ -26,11 +26,13 @@ from bot.link_check import LinkCheck
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
 from bot.metrics import Metrics
+from bot.relay import StoreRelay
 from bot.store.accounts import Accounts
 from bot.store.db import MEMORY, open_database
 from bot.store.engine import Database
 from bot.store.instances import keeper, new_run
 from bot.store.link_health import LinkHealth
+from bot.store.relayed import RelayedRows
 from bot.store.vault import KEY_ENV, SecretBox, load_key
 from bot.web import WebServer
 
@@ -110,9 +112,14 @@ def build_core(
 
 
 def chat_adapters(
-    config: Config, console: bool, web: WebServer | None, metrics: Metrics | None = None
+    config: Config,
+    console: bool,
+    web: WebServer | None,
+    metrics: Metrics | None = None,
+    relay: Relay | None = None,
 ) -> list[ChatAdapter]:
-    """Return the chat adapters to run: the console alone, or the configured networks."""
+    """Return the chat adapters to run: the console alone, or the configured networks
+    (``relay``: where a Matrix standby's replies go, with several instances)."""
     if console:
         from adapters.console import ConsoleAdapter
 
@@ -130,7 +137,8 @@ def chat_adapters(
         from adapters.matrix import MatrixAdapter
         from bot.policy import admits
 
-        adapters.append(MatrixAdapter(config.matrix, admits(config.bot.allowed_users), metrics))
+        allowed = admits(config.bot.allowed_users)
+        adapters.append(MatrixAdapter(config.matrix, allowed, metrics, relay))
     return adapters
 
 
@@ -204,7 +212,9 @@ class App:
                     config.web.metrics_listen,
                 )
             if adapters is None:
-                adapters = chat_adapters(config, console, web, core.metrics)
+                # Several instances: a Matrix standby's replies go through the database.
+                relay = StoreRelay(RelayedRows(db, key), "matrix") if db.shared else None
+                adapters = chat_adapters(config, console, web, core.metrics, relay)
             if web is not None:
                 web.readiness = functools.partial(not_ready, db, adapters)
             for adapter in adapters:

@@ -182,3 +182,15 @@ class Attachments(Protocol):
     async def fetch_attachment(self, ref: str, limit: int) -> Attachment:
         """Download the file ``Message.attachment`` refers to, if at most ``limit`` bytes (the
         core's limit; the network may have a lower one); AttachmentRefused says why not."""
+
+
+class Relay(Protocol):
+    """Replies handed between instances: one that cannot speak on a network (a Matrix
+    standby: the device's E2EE store belongs to the leader) puts them, the leader takes them
+    and sends them (bot.relay)."""
+
+    async def put(self, room: str, reply: Reply) -> None:
+        """Keep ``reply`` for ``room`` until the leader takes it."""
+
+    async def take(self) -> list[tuple[str, Reply]]:
+        """Remove and return the oldest replies waiting (room, reply), in order."""

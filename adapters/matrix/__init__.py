@@ -31,13 +31,22 @@ from adapters.link import Link
 from adapters.matrix.device import check_store
 from adapters.matrix.sync import SYNC_TIMEOUT_MS, Sync
 from adapters.matrix.translate import notice, reaction
-from bot.chat import Admit, Attachment, AttachmentRefused, Handler, NetworkMetrics, Reply
+from bot.chat import (
+    Admit,
+    Attachment,
+    AttachmentRefused,
+    Handler,
+    NetworkMetrics,
+    Relay,
+    Reply,
+)
 from bot.config import MatrixConfig
 from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 3.0  # seconds a readiness check may wait for the homeserver
+RELAY_POLL = 1.0  # seconds between the leader's looks for replies other instances relayed
 
 
 class LinkedClient(AsyncClient):  # type: ignore[misc]
@@ -76,8 +85,10 @@ class MatrixAdapter:
         config: MatrixConfig,
         admit: Admit,
         metrics: NetworkMetrics | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._config = config
+        self._relay = relay  # several instances: where a standby's replies go to the leader
         self._store = Path(config.store_path)
         self._link = Link(self.platform, metrics)
         self.client = self._new_client()
@@ -119,17 +130,28 @@ class MatrixAdapter:
             # the device's keys and sessions are read afresh from it, never kept in memory.
             self.client = self._sync.client = self._new_client()
         self._running = True
+        relayed: asyncio.Task[None] | None = None
         try:
             await self._login()
+            if self._relay is not None:
+                relayed = asyncio.create_task(self._send_relayed(self._relay))
             await self._sync.run(handler)
         finally:
             self._running = False
+            if relayed is not None:
+                relayed.cancel()
+                await asyncio.gather(relayed, return_exceptions=True)
             # Never log out: that would delete the device and its encryption keys.
             await self.client.close()
 
     async def send(self, room: str, reply: Reply) -> None:
         """Send ``reply`` as an ``m.notice`` (HTML with a plain fallback), encrypted if need be;
-        buttons become links in the text, or reactions to press."""
+        buttons become links in the text, or reactions to press. An instance standing by
+        while another leads the sync relays it to the leader (only the leader's store holds
+        the device's keys)."""
+        if not self._running and self._relay is not None:
+            await self._relay.put(room, reply)
+            return
         content, reactions = notice(reply)
         if not await self._sync.wait_until(lambda: room in self.client.rooms):
             log.error("cannot answer in a room the bot has not joined")
@@ -204,6 +226,21 @@ class MatrixAdapter:
         ):
             log.warning("the new direct chat did not show up in time")
         return room_id
+
+    async def _send_relayed(self, relay: Relay) -> None:
+        """Send what other instances relayed, while this one leads the sync."""
+        while True:
+            await asyncio.sleep(RELAY_POLL)
+            try:
+                waiting = await relay.take()
+            except Exception as exc:  # the database is away: look again later
+                log.warning("reading relayed replies failed (%s)", type(exc).__name__)
+                continue
+            for room, reply in waiting:
+                try:
+                    await self.send(room, reply)
+                except Exception:
+                    log.exception("sending a relayed reply failed")
 
     async def _login(self) -> None:
         self._store.mkdir(parents=True, exist_ok=True)

@@ -180,4 +180,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "ALTER TABLE outbox ADD COLUMN run TEXT NOT NULL DEFAULT ''",
     ),
+    # 12: replies an instance could not send itself on a network only the leader of its
+    # intake speaks on (a Matrix device's E2EE store has one user), until the leader sends them.
+    (
+        """CREATE TABLE relayed (
+            id         INTEGER PRIMARY KEY,
+            platform   TEXT NOT NULL,
+            room       TEXT NOT NULL,
+            sealed     BLOB NOT NULL,   -- the reply as JSON, sealed like mail (it names it)
+            queued_at  REAL NOT NULL
+        )""",
+    ),
 )
