@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.store.db import open_database
@@ -119,6 +120,9 @@ async def test_killed_leader_is_replaced_and_what_was_said_meanwhile_is_answered
             assert "Mail #1" in said.body
             assert said.encrypted
             await asyncio.gather(*(s.start() for s in standbys))
+            # A standby is ready for the balancer: it does not sync, but serves the web routes
+            # (its Matrix readiness is the homeserver's answer).
+            assert [await readiness(d) for d in everyone] == [200, 200, 200]
             # Standbys are up; none of them answers (one sync consumer): proved below, when
             # every command has exactly one answer.
 
@@ -161,6 +165,7 @@ async def test_killed_leader_is_replaced_and_what_was_said_meanwhile_is_answered
                 if m.sender == bot.user_id and m.in_reply_to in commands
             ]
             assert not extra, f"answered twice: {[m.body for m in extra]}"
+            assert await readiness(leading(standbys)) == 200
         mails = sorted((tmp_path / "shared" / "outbox").glob("*.eml"))
         assert len(mails) == mail + 1, [p.name for p in mails]
     finally:
@@ -180,6 +185,12 @@ async def all_told(pg_url: str, mails: int, timeout: float = 30.0) -> None:
                 await asyncio.sleep(0.05)
     finally:
         await db.close()
+
+
+async def readiness(daemon: Daemon) -> int:
+    """Return the status of the instance's /readyz, as a load balancer sees it."""
+    async with aiohttp.ClientSession() as http, http.get(f"{daemon.base_url}/readyz") as r:
+        return r.status
 
 
 def leading(daemons: list[Daemon]) -> Daemon:
