@@ -31,6 +31,7 @@ from tests.stack import (
     _end,
     remote_google,
     remote_telegram,
+    until,
 )
 
 SECRET = "tier-webhook-Secret_1"
@@ -83,6 +84,22 @@ class Instances:
         await self.bots[i].kill()
         await self.bots[i].start(timeout=60)
 
+    async def ready(self, timeout: float = 60.0) -> None:
+        """Wait until every instance says it is ready (``/readyz``: database and Telegram),
+        that is past its start, recovery included."""
+
+        async def all_ready() -> bool:
+            async with aiohttp.ClientSession() as http:
+                for bot in self.bots:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"{bot.base_url}/readyz") as r:
+                            if r.status == 200:
+                                continue
+                    return False
+            return True
+
+        await until(all_ready, timeout)
+
     async def proxy_stats(self) -> dict[str, int]:
         """What the proxy did, by backend and answer: ``{"8001 200": 9, "8002 refused": 1}``."""
         async with aiohttp.ClientSession() as http, http.get(f"{self.public}/_proxy/stats") as r:
@@ -102,8 +119,9 @@ async def instances(
     tmp_path: Path, database: str, n: int = 3, extra_config: str = ""
 ) -> AsyncIterator[Instances]:
     """The fakes, the proxy and ``n`` instances on ``database``, all started."""
-    ports = [free_port() for _ in range(n)]
     async with remote_google() as google, remote_telegram() as telegram:
+        # Chosen once the fakes listen (on ports of their own choosing), just before use.
+        ports = [free_port() for _ in range(n)]
         proxy, public = await _child("tests.proxy", "--backends", ",".join(map(str, ports)))
         bots: list[Daemon] = []
         try:

@@ -10,8 +10,9 @@ is not retried elsewhere (a POST is not idempotent, RFC 9110 section 9.2.2): the
 502 and decides, as Telegram does by delivering the update again.
 
 Alone: ``python -m tests.proxy --backends 8001,8002`` prints its URL, then serves until SIGTERM;
-``GET /_proxy/stats`` answers what each backend was given, how it answered, and how many
-milliseconds its answers took in all (``"8001 ms"``).
+``GET /_proxy/stats`` answers what each backend was given, how it answered, how many
+milliseconds its answers took in all (``"8001 ms"``) and how many requests it holds now
+(``"8001 open"``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Proxy:
             port = self.backends[next(self._turn)]
             url = f"http://127.0.0.1:{port}{request.rel_url}"
             t0 = time.monotonic()
+            self.stats[f"{port} open"] += 1  # requests it holds right now
             try:
                 async with self._http.request(
                     request.method, url, data=body, headers=headers, allow_redirects=False
@@ -101,6 +103,8 @@ class Proxy:
             except aiohttp.ClientError:
                 self.stats[f"{port} died"] += 1  # it took the request and went away
                 return web.Response(status=502, text="backend went away")
+            finally:
+                self.stats[f"{port} open"] -= 1
         return web.Response(status=502, text="no backend is up")
 
 
