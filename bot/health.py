@@ -17,12 +17,10 @@ DB_TIMEOUT = 2.0  # seconds the database may take to answer a probe
 async def not_ready(db: Database, adapters: Sequence[ChatAdapter]) -> dict[str, str]:
     """Return what is not ready, each with a sentence saying why; empty when all is ready."""
     waiting: dict[str, str] = {}
-    # ValueError: aiosqlite's answer once the connection is closed.
-    failures: tuple[type[BaseException], ...] = (TimeoutError, ValueError, *db.transient)
     try:
         async with asyncio.timeout(DB_TIMEOUT):
             await ping(db)
-    except failures as exc:
+    except Exception as exc:  # closed, locked, lost: whatever it is, it is not ready
         log.warning("readiness: the database did not answer (%s)", type(exc).__name__)
         waiting["database"] = "the database did not answer"
     for adapter in adapters:

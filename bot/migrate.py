@@ -16,7 +16,7 @@ from bot.config import Config
 from bot.errors import ConfigError, StoreError
 from bot.lock import hold
 from bot.store.db import MEMORY, open_database
-from bot.store.engine import SqliteDatabase
+from bot.store.sqlite import SqliteDatabase
 from bot.store.vault import KEY_ENV
 
 

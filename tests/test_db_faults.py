@@ -3,10 +3,13 @@ the bot's busy timeout) delays the mail; it is still sent once and its owner tol
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,13 @@ from tests.stack import until
 
 pytestmark = pytest.mark.integration
 OUTCOME = re.compile(r"sent from|Not sent|Maybe sent")
+
+
+async def tick(ticks: list[float]) -> None:
+    """Note the time every 50 ms, for as long as the event loop lets this run."""
+    while True:
+        await asyncio.sleep(0.05)
+        ticks.append(time.monotonic())
 
 
 async def locked_out(caplog: pytest.LogCaptureFixture, ceiling: float = 15.0) -> None:
@@ -58,11 +68,19 @@ async def test_a_locked_database_delays_a_mail_but_never_strands_it(
             await rig.wait("goes out in", start)
         holder = sqlite3.connect(config.bot.database, timeout=10, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
+        ticks = [time.monotonic()]
+        ticker = asyncio.create_task(tick(ticks))
         try:
             await locked_out(caplog)
         finally:
+            ticker.cancel()
             holder.execute("ROLLBACK")
             holder.close()
+        # The bot waited for the lock without stopping its event loop (statements run on the
+        # loop's thread; one that meets a lock waits in a worker thread): a stopped loop shows
+        # as a gap of the busy timeout, 5 s, between ticks.
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) < 1.0, max(gaps)
         said = await rig.wait("sent from", start, timeout=30)
         assert said.text.startswith("✅ Mail #1 to bob@example.com")
         await rig.core.outbox.drain()

@@ -15,12 +15,13 @@ from bot.store.accounts import Accounts
 from bot.store.aliases import Aliases
 from bot.store.db import open_database
 from bot.store.drafts import Draft, Drafts
-from bot.store.engine import Database, SqliteDatabase
+from bot.store.engine import Database
 from bot.store.migrations import MIGRATIONS
 from bot.store.move import COPY_LOCK, move
 from bot.store.outbox_rows import OutboxRows
 from bot.store.pg import PostgresDatabase
 from bot.store.settings import Settings
+from bot.store.sqlite import SqliteDatabase
 from bot.store.vault import SecretBox, load_key
 from tests.postgres import PostgresServer
 from tests.test_store import new_row

@@ -217,6 +217,8 @@ async def test_a_preview_keeps_the_time_and_waiting_mail_holds_no_task(tmp_path:
         row = await b.core.outbox.rows.get(1)
         assert row is not None
         assert (row.state, row.due_at) == ("queued", clock.now + 3 * 86_400)
+        # Counted with the scheduler asleep, as below (its sleep is a task of its own).
+        await b.core.outbox.scheduler.looked()
         tasks = len(asyncio.all_tasks())
         for n in range(2, 10):
             await b.core.handle(b.chat.message(f"/mail at:+{n}d bob@example.com M{n} | x"))

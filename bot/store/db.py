@@ -7,11 +7,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import aiosqlite
-
 from bot.errors import StoreError
-from bot.store.engine import Database, SqliteDatabase
+from bot.store.engine import Database
 from bot.store.migrations import MIGRATIONS
+from bot.store.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 MEMORY = ":memory:"
@@ -60,17 +59,7 @@ async def _open_sqlite(path: Path | str) -> Database:
         # Create the file ourselves so it is never readable by others, not even for a moment.
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         os.chmod(path, 0o600)
-    connection = await aiosqlite.connect(str(path), isolation_level=None)
-    try:
-        await connection.execute("PRAGMA foreign_keys = ON")
-        if str(path) != MEMORY:
-            await connection.execute("PRAGMA journal_mode = WAL")
-            await connection.execute("PRAGMA synchronous = NORMAL")
-        await connection.execute("PRAGMA busy_timeout = 5000")
-    except BaseException:
-        await connection.close()
-        raise
-    return SqliteDatabase(connection)
+    return SqliteDatabase(str(path))
 
 
 async def schema_version(db: Database) -> int:

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.errors import NotEmptyError, StoreError
 from bot.store.db import migrate
-from bot.store.engine import SqliteDatabase
 from bot.store.migrations import MIGRATIONS
 from bot.store.pg import PostgresDatabase, dollar, shown
+from bot.store.sqlite import SqliteDatabase
 
 BATCH = 500  # rows per executemany: one round trip each, a bounded amount of memory
 COPY_LOCK = 0x6D61696C6D6F7665  # "mailmove": two copies into one database run one at a time
@@ -184,16 +184,18 @@ async def _copy(
         f"INSERT INTO {quoted(table)} ({names}) VALUES ({', '.join('?' for _ in columns)})"
     )
     count = 0
-    async with source.connection.execute(
-        f"SELECT {names} FROM {quoted(table)} ORDER BY rowid"
-    ) as cursor:
-        while batch := await cursor.fetchmany(BATCH):
+    # Read in batches on the loop's own connection (the bot is stopped: nothing waits on it).
+    cursor = source.connection.execute(f"SELECT {names} FROM {quoted(table)} ORDER BY rowid")
+    try:
+        while batch := cursor.fetchmany(BATCH):
             try:
                 rows = [tuple(f(v) for f, v in zip(convert, row, strict=True)) for row in batch]
             except (TypeError, ValueError) as exc:
                 raise StoreError(f"a row of {table} cannot go to PostgreSQL: {exc}") from None
             await conn.exec_driver_sql(insert, rows)
             count += len(rows)
+    finally:
+        cursor.close()
     copied = (await conn.exec_driver_sql(f"SELECT count(*) FROM {quoted(table)}")).scalar_one()
     if copied != count:  # a trigger or rule of the target's own dropped or added rows
         raise StoreError(f"{table}: {count} rows read, but PostgreSQL holds {copied}")
