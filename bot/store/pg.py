@@ -93,6 +93,8 @@ class PostgresDatabase(Database):
 
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self.engine = engine
+        # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.url = url  # as configured (for the instances' own connections: leases, LISTEN)
 
     @classmethod
@@ -106,12 +108,12 @@ class PostgresDatabase(Database):
         return await conn.exec_driver_sql(dollar(sql), tuple(params))
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self.engine.begin() as conn:
+        async with self.autocommit.connect() as conn:
             result = await self._run(conn, sql, params)
             return list(result.fetchall()) if result.returns_rows else []
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self.engine.begin() as conn:
+        async with self.autocommit.connect() as conn:
             result = await self._run(conn, sql, params)
             return int(result.rowcount)
 
@@ -128,11 +130,12 @@ class PostgresDatabase(Database):
         # the default; docs 20.5.1). ``serial``: a transaction-scoped advisory lock on its
         # hash, so the statement sees every commit of the same key before it (READ COMMITTED
         # takes a new snapshot per statement, after the lock).
+        if not serial:
+            return await self.fetchall(sql, params)
         async with self.engine.begin() as conn:
-            if serial:
-                await self._run(
-                    conn, "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (serial,)
-                )
+            await self._run(
+                conn, "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (serial,)
+            )
             result = await self._run(conn, sql, params)
             return list(result.fetchall()) if result.returns_rows else []
 
