@@ -21,7 +21,7 @@ from bot.core import Core
 from bot.errors import ConfigError, InstallError
 from bot.google.tokens import Tokens
 from bot.health import not_ready
-from bot.leader import Heartbeat, Leadership, intake, join, solo
+from bot.leader import Heartbeat, Leadership, bounded, intake, join, solo
 from bot.link_check import LinkCheck
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
@@ -230,17 +230,17 @@ class App:
             # Not after an error: waiting for deliveries could hang; a restart recovers them.
             await core.outbox.close()
             if heartbeat is not None:
-                await heartbeat.stop()  # others take over at once, not after a lapse
+                await bounded("the heartbeat", heartbeat.stop())  # others take over at once
         finally:
             if check is not None:
-                await check.stop()
+                await bounded("the link check", check.stop())
             if heartbeat is not None:
-                await heartbeat.pause()
-            await leadership.close()
+                await bounded("the heartbeat", heartbeat.pause())
+            await bounded("the leases", leadership.close())
             if web is not None:
-                await web.stop()
+                await bounded("the web server", web.stop(), 10.0)
             if backend is not None:
-                await backend.close()
+                await bounded("the mail backend", backend.close())
             await db.close()
 
     async def run(self) -> None:

@@ -106,7 +106,9 @@ class Core:
         bulk = command is not None and command.name == "mail"
         async with self.outbox.busy.hold(gate.EVENT) if bulk else contextlib.nullcontext():
             claimed = await self.claims.claim(key)
-        if not claimed:
+        # Another instance handles it: wait until it is done, or take it over if that one dies
+        # (answering now would end the network's redelivery, and the event with the instance).
+        if not claimed and not await self.claims.settled(key):
             return  # delivered again: handled, or being handled right now, by this run
         try:
             result = "ok"

@@ -210,6 +210,15 @@ class Heartbeat:
                 self._finished.notify_all()
 
 
+async def bounded(what: str, step: Awaitable[None], seconds: float = STOP_TIMEOUT) -> None:
+    """Await ``step`` for at most ``seconds``; say so and go on if it takes longer (a stop
+    must end: systemd would kill the process, and a lease or row left lapses anyway)."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.error("stopping %s took over %.0f s; going on without it", what, seconds)
+
+
 def intake(platform: str) -> str:
     """Return the lease name of a network's intake."""
     return f"intake:{platform}"

@@ -18,13 +18,14 @@ from sqlalchemy.engine import make_url
 
 from bot.app import App
 from bot.chat import Handler
-from bot.store.instances import LAPSE, Instances
+from bot.store.instances import LAPSE, LEASE_TTL, Instances
 from bot.store.outbox_rows import NewRow, OutboxRows
 from tests.chatkit import LOGIN_LINK, ChatKit, Said
 from tests.conftest import make_config
 from tests.gmail_rig import gmail_config
 from tests.google_fake import GoogleFake
-from tests.running import web_section
+from tests.running import bot_config, web_section
+from tests.telegram_fake import TelegramFake
 
 TAKEOVER = 10.0  # seconds: issue 15's bound for a standby to take over
 
@@ -263,17 +264,25 @@ async def test_one_event_delivered_to_two_instances_is_handled_once(
         message = kit_a.message("/help", event_key="tg-1")
         await asyncio.gather(a.core.handle(message), b.core.handle(message))
         assert len(kit_a.replies) + len(kit_b.replies) == 1
-        # Redelivered to B while A still handles it: A is live, so B leaves it to A.
+        # Redelivered to B while A still handles it: B waits, and A's answer is the one.
         slow = kit_a.message("/help", event_key="tg-2")
         assert await a.core.claims.claim("telegram:tg-2")
-        await b.core.handle(slow)
-        assert len(kit_b.replies) + len(kit_a.replies) == 1
-        # A lapses before it answered: the next delivery is handled, by B.
+        waiting = asyncio.create_task(b.core.handle(slow))
+        await a.core.claims.done("telegram:tg-2")  # A finished it (its answer went out)
+        await asyncio.wait_for(waiting, LAPSE)
+        assert len(kit_a.replies) + len(kit_b.replies) == 1
+        # Redelivered to B while A handles it, and A dies: B takes it over once A lapsed.
+        cut = kit_a.message("/help", event_key="tg-3")
+        assert await a.core.claims.claim("telegram:tg-3")
+        waiting = asyncio.create_task(b.core.handle(cut))
+        assert a.heartbeat is not None
+        await a.heartbeat.pause()  # A stops beating
         await age(pg_url, a.core.run, LAPSE + 1)
-        await b.core.handle(slow)
+        await asyncio.wait_for(waiting, LAPSE)
         assert len(kit_b.replies) + len(kit_a.replies) == 2
         # A mail delivered to both: one mail, one confirmation.
-        mail = kit_a.message("/mail bob@example.com Once | x", event_key="tg-3")
+        await a.heartbeat.start()  # A is back
+        mail = kit_a.message("/mail bob@example.com Once | x", event_key="tg-4")
         await asyncio.gather(a.core.handle(mail), b.core.handle(mail))
         await asyncio.gather(a.core.outbox.drain(), b.core.outbox.drain())
         assert len(mail_files(cfg)) == 1
@@ -425,3 +434,52 @@ async def test_a_clean_stop_wakes_the_others_to_take_its_mail_over_at_once(
         await b.core.outbox.drain()
         assert len(mail_files(cfg)) == 1
     print(f"taken over {took:.2f} s after a clean stop")
+
+
+async def test_telegram_polling_has_one_poller_and_a_standby_polls_after_its_death(
+    tmp_path: Path, pg_url: str, telegram_fake: TelegramFake
+) -> None:
+    shared = {"database": pg_url, "data_key_file": str(tmp_path / "data.key")}
+    telegram = {"token": telegram_fake.token, "base_url": f"{telegram_fake.url}/bot"}
+    cfg_a, cfg_b = (
+        bot_config(tmp_path, bot=shared, telegram={**telegram, "mode": "polling"})
+        for _ in range(2)
+    )
+    alice = telegram_fake.add_user(1001, "Alice")
+    async with App.open(cfg_a, env={}) as a, App.open(cfg_b, env={}) as b:
+        assert a.leadership is not None
+        run_a = asyncio.create_task(a.run())
+        telegram_fake.user_sends(alice, text="/help")
+        await telegram_fake.wait_for_message(alice.id, lambda m: "/help - this list" in m.text)
+        run_b = asyncio.create_task(b.run())  # stands by: never polls beside A
+        await renewed(pg_url, "intake:telegram", time.time() + LEASE_TTL - 1)
+        await renewed(pg_url, "intake:telegram", time.time() + LEASE_TTL - 1)
+        # B's poll would end A's at once with 409 (one consumer per token): there was none.
+        assert conflicts(telegram_fake) == []
+        # A dies (its lease connection is cut, it does nothing more): B polls.
+        pid = a.leadership.keeper.backend_pid
+        conn = await asyncpg.connect(dsn(pg_url))
+        try:
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await conn.close()
+        run_a.cancel()
+        await asyncio.gather(run_a, return_exceptions=True)
+        died = time.monotonic()
+        telegram_fake.user_sends(alice, text="/help")
+        async with asyncio.timeout(TAKEOVER + 5):
+            await telegram_fake.wait_for_calls(
+                lambda c: c.method == "sendMessage" and "/help - this list" in str(c.params), 2
+            )
+        took = time.monotonic() - died
+        run_b.cancel()
+        await asyncio.gather(run_b, return_exceptions=True)
+    assert len(conflicts(telegram_fake)) <= 1  # at most A's poll left open when it died
+    answers = [m for m in telegram_fake.sent if "/help - this list" in m.text]
+    assert len(answers) == 2  # each /help answered once
+    assert took < TAKEOVER + 5, took
+    print(f"Telegram polling taken over {took:.1f} s after the poller's death")
+
+
+def conflicts(fake: TelegramFake) -> list[Any]:
+    return [c for c in fake.calls if c.method == "getUpdates" and c.status == 409]

@@ -12,12 +12,14 @@ an event redelivered to one instance while another handles it is handled once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bot.store.engine import Database
 from bot.store.instances import LAPSE, LIVE, new_run
 
 CLAIMED, DONE = "claimed", "done"
+SETTLE_POLL = 0.1  # seconds between looks at an event another instance handles
 KEEP = 172_800.0  # seconds; networks redeliver for a day at most (Telegram keeps updates 24 h)
 
 
@@ -51,6 +53,27 @@ class Claims:
             self._pruned = now
             await self._db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - KEEP,))
         return got
+
+    async def settled(self, key: str) -> bool:
+        """After a failed claim on a shared database: wait while another live run handles
+        ``key``; return True once this run claimed it (that run lapsed or gave it up), False
+        when it is done (or this run's, or still handled after ``2 * LAPSE``)."""
+        if not self._db.shared:
+            return False  # one process: a claim of another run was taken over at once
+        give_up = time.monotonic() + 2 * LAPSE
+        while time.monotonic() < give_up:
+            rows = await self._db.fetchall(
+                f"SELECT state, run, {LIVE} FROM seen_events WHERE event_key = ?",
+                (time.time() - LAPSE, key),
+            )
+            if rows and (rows[0][0] == DONE or rows[0][1] == self.run):
+                return False
+            if not rows or not rows[0][2]:  # released, or its run lapsed
+                if await self.claim(key):
+                    return True
+                continue
+            await asyncio.sleep(SETTLE_POLL)  # no event tells when another instance finishes
+        return False
 
     async def done(self, key: str) -> None:
         """Mark ``key`` handled: no delivery of it is handled again, by any run."""
