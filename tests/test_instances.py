@@ -100,14 +100,6 @@ async def test_three_instances_together_keep_to_telegram_s_send_limits(
     assert refused == {}  # not one 429: the bot kept to Telegram's limits
 
 
-DROPPED = (
-    "issue 15: an update whose instance died mid-handling comes again to another instance, "
-    "which finds its seen-event claim held by a run not lapsed yet (10 s), does nothing and "
-    "answers 200 (bot/core.py handle, bot/store/seen.py claim): Telegram drops the update"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=DROPPED)
 async def test_an_update_whose_instance_died_mid_handling_is_handled_by_another(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -250,10 +242,7 @@ async def test_sigkill_of_instances_ten_times_loses_no_mail_and_sends_none_twice
     assert statuses == [0, 0, 0]
     assert "Traceback" not in logs
     assert wrong == {}, f"outcomes told twice or disagreeing: {wrong}"
-    # Last, the one known defect (shown every time by the strict xfail above): a command whose
-    # instance was killed while handling it, dropped; its mail never reached Gmail.
-    if lost:
-        pytest.xfail(f"{DROPPED}: no outcome, and no mail, for {lost}")
+    assert without == [], f"no outcome told for {without}"  # none dropped
 
 
 @pytest.mark.parametrize(
