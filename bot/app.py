@@ -223,7 +223,9 @@ class App:
                 await _start_web(config, web)
             if db.shared:  # live before taking any work over (bot.store.instances)
                 heartbeat = await join(db, run, leadership, core.outbox, adapters)
-            await core.outbox.recover()
+                heartbeat.wake.set()  # its first look now, beside the start: never blocking it
+            else:
+                await core.outbox.recover()
             if check is not None:
                 check.start(leadership)
             yield cls(config, db, core, list(adapters), web, check, leadership, heartbeat)

@@ -125,13 +125,6 @@ async def test_an_update_whose_instance_died_mid_handling_is_handled_by_another(
         assert await s.stop() == [0, 0, 0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: the signal handlers are set only once App.open has recovered (bot/app.py "
-    "_run_adapters); a start that takes a lapsed run's mail over waits to tell its outcome "
-    "(here Telegram is unreachable), and a SIGTERM meanwhile ends it by the signal (-15), "
-    "without its orderly stop (seen once in the crash tier too)",
-)
 async def test_sigterm_while_an_instance_still_recovers_stops_it_cleanly(
     tmp_path: Path, pg_url: str
 ) -> None:
