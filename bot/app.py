@@ -8,7 +8,6 @@ import functools
 import importlib
 import logging
 import os
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from bot.core import Core
 from bot.errors import ConfigError, InstallError
 from bot.google.tokens import Tokens
 from bot.health import not_ready
-from bot.leader import Heartbeat, Leadership, bounded, intake, join, solo
+from bot.intake import run_adapters, signals
+from bot.leader import Heartbeat, Leadership, bounded, join
 from bot.link_check import LinkCheck
 from bot.local_outbox import LocalOutbox
 from bot.lock import hold
@@ -245,14 +245,17 @@ class App:
                 await bounded("the mail backend", backend.close())
             await db.close()
 
-    async def run(self) -> None:
-        """Run the chat adapters until the console's input ends or a signal stops them."""
-        await _run_adapters(self.core, self.adapters, self.leadership)
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run the chat adapters until the console's input ends or a signal (or ``stop``)
+        stops them."""
+        await run_adapters(self.core, self.adapters, self.leadership, stop)
 
 
 async def _serve(config: Config, *, console: bool, serve_web: bool) -> int:
-    async with App.open(config, console=console, serve_web=serve_web) as app:
-        await app.run()
+    stop = asyncio.Event()
+    with signals(stop):  # from the very start: a SIGTERM while starting is an orderly stop
+        async with App.open(config, console=console, serve_web=serve_web) as app:
+            await app.run(stop)
     return 0
 
 
@@ -265,35 +268,3 @@ async def _start_web(config: Config, web: WebServer) -> None:
             f"{' or ' + config.web.metrics_listen if config.web.metrics_listen else ''}:"
             f" {exc.strerror}"
         ) from None
-
-
-async def _run_adapters(
-    core: Core, adapters: list[ChatAdapter], leadership: Leadership | None = None
-) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(_intake(a, core, leadership), name=a.platform) for a in adapters]
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        # The console ends with its input; the others run until a signal.
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-    finally:
-        for task in [*tasks, stopper]:
-            task.cancel()
-        await asyncio.gather(*tasks, stopper, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-
-async def _intake(adapter: ChatAdapter, core: Core, leadership: Leadership | None) -> None:
-    # A network with one consumer runs on the instance leading it; the others stand by.
-    if leadership is None or not solo(adapter):
-        return await adapter.run(core.handle)
-    await leadership.run(intake(adapter.platform), lambda _lead: adapter.run(core.handle))
