@@ -6,7 +6,12 @@ import asyncio
 import time
 from collections import deque
 
+from bot.chat import Pacer
+
 PRUNE_EVERY = 1024  # sends between clean-ups of per-chat state
+# Shared slots are spaced from when they were taken, not from the network's answer (that would
+# cost a second trip to the database): a little more apart, for the jitter of arrival.
+SHARED_MARGIN = 1.1
 
 
 class SendLimiter:
@@ -30,6 +35,13 @@ class SendLimiter:
         self._chat_locks: dict[str, asyncio.Lock] = {}
         self._overall_lock = asyncio.Lock()
         self._acquired = 0
+        self._pacer: Pacer | None = None  # slots shared with other instances, if any
+
+    def pace_with(self, pacer: Pacer) -> None:
+        """Also keep to slots shared with the other instances of the same bot account: a
+        chat's messages from all of them one ``per_chat`` apart (a group's, the group's rate),
+        and the overall rate split among them."""
+        self._pacer = pacer
 
     def chat_lock(self, chat: str) -> asyncio.Lock:
         """Return the lock that keeps one chat's messages in order."""
@@ -46,9 +58,15 @@ class SendLimiter:
                     window.popleft()
                 if len(window) >= self._per_group:
                     await _sleep_until(window[0] + 60.0)
+        if self._pacer is not None:
+            # Wall clock: the slot is shared with other processes, maybe on other hosts.
+            gap = max(self._per_chat, 60.0 / self._per_group) if is_group else self._per_chat
+            at = await self._pacer.slot(chat, gap * SHARED_MARGIN)
+            await asyncio.sleep(max(0.0, at - time.time()))
+        share = self._pacer.share() if self._pacer is not None else 1
         async with self._overall_lock:
             await _sleep_until(self._next_overall)
-            self._next_overall = time.monotonic() + self._overall_gap
+            self._next_overall = time.monotonic() + self._overall_gap * share
         now = time.monotonic()
         self._next_in_chat[chat] = now + self._per_chat
         if is_group:

@@ -149,6 +149,32 @@ class Addressed(Protocol):
     username: str | None  # None until the network told us (Telegram: after getMe)
 
 
+class Pacer(Protocol):
+    """Send slots shared by the instances that speak for one bot account (bot.store.pacing):
+    a network's limits are the account's, not one process's."""
+
+    async def slot(self, chat: str, gap: float) -> float:
+        """Reserve the next send to ``chat``, ``gap`` seconds after the one before it by any
+        instance; return the wall-clock time it may go."""
+
+    def share(self) -> int:
+        """Return among how many instances the account's overall rate is split."""
+
+
+class SharedLimits(Protocol):
+    """An adapter's send limiter, which may keep to limits shared with other instances."""
+
+    def pace_with(self, pacer: Pacer) -> None:
+        """Keep to ``pacer``'s slots and share besides this process's own limits."""
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A network whose send limits hold for the bot account across instances (Telegram)."""
+
+    limiter: SharedLimits
+
+
 @runtime_checkable
 class SingleConsumer(Protocol):
     """A network whose intake must have one consumer across instances (a Matrix device's

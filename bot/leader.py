@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from bot.chat import ChatAdapter, SingleConsumer
+from bot.chat import ChatAdapter, Paced, SingleConsumer
 from bot.outbox import Outbox
 from bot.store.engine import Database
 from bot.store.instances import BEAT, LEASE_TTL, RENEW, Instances, LeaseKeeper
+from bot.store.pacing import SharedPacer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -249,7 +250,12 @@ async def join(
         await outbox.recover()
 
     outbox.networks = networks
-    heartbeat = Heartbeat(Instances(db, run), after_beat)
+    instances = Instances(db, run)
+    pacer = SharedPacer(db, instances)
+    for adapter in adapters:
+        if isinstance(adapter, Paced):  # the bot account's send limits, not this process's
+            adapter.limiter.pace_with(pacer)
+    heartbeat = Heartbeat(instances, after_beat)
     leadership.changed.append(lambda _name, leading: heartbeat.wake.set() if leading else None)
     await leadership.keeper.listen(heartbeat.wake.set)
     await heartbeat.start()

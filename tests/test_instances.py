@@ -76,12 +76,6 @@ async def test_a_restart_leaves_alone_the_mail_another_instance_is_sending(
     assert outcomes_told[0].startswith("✅ Mail #"), outcomes_told
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: Telegram's send limits (1 message a second to a chat, 30 a second in "
-    "all) are kept by each process's own SendLimiter (adapters/ratelimit.py), so three "
-    "instances telling one chat its outcomes together go past them and Telegram answers 429",
-)
 async def test_three_instances_together_keep_to_telegram_s_send_limits(
     tmp_path: Path, pg_url: str
 ) -> None:

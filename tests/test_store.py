@@ -9,6 +9,7 @@ what differs is in bot/store/engine.py and bot/store/pg.py.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import stat
 import time
@@ -23,11 +24,13 @@ from bot.store.aliases import Aliases
 from bot.store.db import is_url, open_database, schema_version
 from bot.store.drafts import Draft, Drafts
 from bot.store.engine import Database
+from bot.store.instances import Instances
 from bot.store.leftovers import Leftovers
 from bot.store.link_codes import LinkCodes
 from bot.store.link_health import Health, LinkHealth
 from bot.store.migrations import MIGRATIONS
 from bot.store.outbox_rows import QUEUED, SENDING, SENT, NewRow, OutboxRows
+from bot.store.pacing import SharedPacer
 from bot.store.people import People
 from bot.store.seen import Claims
 from bot.store.settings import Settings
@@ -354,3 +357,21 @@ def test_key_from_environment_wins_and_wrong_key_is_a_clear_error(tmp_path: Path
     sealed = SecretBox(load_key(tmp_path / "a", env={})).seal(b"x")
     with pytest.raises(StoreError, match="cannot be decrypted"):
         SecretBox(load_key(tmp_path / "b", env={})).open(sealed)
+
+
+async def test_send_slots_are_shared_by_instances(db: Database) -> None:
+    # Two instances of one bot account asking at once for a chat's slots: one gap apart,
+    # whoever asks; another chat is free at once.
+    a = SharedPacer(db, Instances(db, "run-a"))
+    b = SharedPacer(db, Instances(db, "run-b"))
+    now = time.time()
+    slots = await asyncio.gather(*(p.slot("telegram:1", 1.0) for p in (a, b, a, b)))
+    assert sorted(slots)[0] == pytest.approx(now, abs=0.5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sorted(slots))]
+    assert gaps == pytest.approx([1.0, 1.0, 1.0], abs=0.01)
+    assert await b.slot("telegram:2", 1.0) == pytest.approx(time.time(), abs=0.5)
+    await Instances(db, "run-a").beat()
+    await Instances(db, "run-b").beat()
+    a._counted = 0.0  # count again at the next slot
+    await a.slot("telegram:3", 1.0)
+    assert a.share() == 2

@@ -103,7 +103,7 @@ class TelegramAdapter:
             request=LinkedRequest(self.link, connection_pool_size=64, read_timeout=20.0),
             get_updates_request=LinkedRequest(self.link, read_timeout=POLL_TIMEOUT + 10.0),
         )
-        self._limiter = SendLimiter()
+        self.limiter = SendLimiter()
         self._handler: Handler | None = None
         self._ready = asyncio.Event()
         self.username: str | None = None
@@ -180,7 +180,7 @@ class TelegramAdapter:
         chunks = split(reply.text)
         markup = keyboard(reply)
         reply_to = message_id(reply.reply_to, room)
-        lock = self._limiter.chat_lock(room)
+        lock = self.limiter.chat_lock(room)
         async with lock:
             for i, chunk in enumerate(chunks):
                 last = i == len(chunks) - 1
@@ -205,7 +205,7 @@ class TelegramAdapter:
         backoff = Backoff(MAX_BACKOFF)
         while True:
             with self.link.metrics.waiting_on_rate_limit(self.platform):
-                await self._limiter.acquire(room, is_group)
+                await self.limiter.acquire(room, is_group)
             try:
                 await self.bot.send_message(
                     chat_id=int(room),
@@ -219,12 +219,12 @@ class TelegramAdapter:
                     if no_preview
                     else None,
                 )
-                self._limiter.sent(room, is_group)
+                self.limiter.sent(room, is_group)
                 return
             except RetryAfter as exc:
                 wait = seconds(exc.retry_after)
                 log.info("Telegram asked to wait %.0f s before sending more", wait)
-                self._limiter.back_off(room, wait)
+                self.limiter.back_off(room, wait)
             except BadRequest as exc:
                 if markup is not None:  # e.g. a button URL Telegram does not accept: text alone
                     log.warning("Telegram refused a reply's buttons (%s); sending it without", exc)

@@ -191,4 +191,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             queued_at  REAL NOT NULL
         )""",
     ),
+    # 13: each chat's next send slot, shared by the instances of one bot account (its limits
+    # are the account's, not a process's).
+    (
+        """CREATE TABLE send_slots (
+            chat     TEXT PRIMARY KEY,   -- platform:room
+            next_at  REAL NOT NULL       -- wall-clock time the chat's next message may go
+        )""",
+    ),
 )
