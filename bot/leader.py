@@ -76,6 +76,19 @@ class Leadership:
         self._tell(name, True)
         return lead
 
+    async def still(self, lead: Lead) -> bool:
+        """Whether ``lead`` still holds its lease, asked of the database right before a
+        leader-only act (renewing it): False once another instance took the lease over, even
+        if this one was cut off and has not noticed (the epoch fences it out)."""
+        if lead.lost.is_set():
+            return False
+        if not self._shared:
+            return True
+        if await self.keeper.keep(lead.name, lead.epoch):
+            return True
+        log.warning("lease %s (epoch %d) was taken over: not acting on it", lead.name, lead.epoch)
+        return False
+
     async def give_up(self, lead: Lead) -> None:
         """Stop leading ``lead``'s job and let another instance take it now."""
         if not lead.lost.is_set():

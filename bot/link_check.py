@@ -67,14 +67,21 @@ class LinkCheck:
         self.passes = 0  # passes finished
         self.passed = asyncio.Event()  # set at the end of each pass (tests wait for it)
         self._task: asyncio.Task[None] | None = None
+        # The lease the check runs under with several instances: each notice is fenced by it.
+        self._lead: tuple[Leadership, Lead] | None = None
 
     def start(self, leadership: Leadership | None = None) -> None:
         """Run the check as a task of the running loop (on the instance leading the sweeps)."""
         if self.interval > 0 and self._task is None:
-            job = self.run() if leadership is None else leadership.run(SWEEPS, self._swept)
+            job = (
+                self.run()
+                if leadership is None
+                else leadership.run(SWEEPS, lambda lead: self._swept(leadership, lead))
+            )
             self._task = asyncio.create_task(job, name="link-check")
 
-    async def _swept(self, _lead: Lead) -> None:
+    async def _swept(self, leadership: Leadership, lead: Lead) -> None:
+        self._lead = (leadership, lead)
         await self.run()
 
     async def stop(self) -> None:
@@ -153,5 +160,7 @@ class LinkCheck:
         if room is None:
             log.warning("a link notice waits: its owner has no direct chat with the bot")
             return False
+        if self._lead is not None and not await self._lead[0].still(self._lead[1]):
+            return False  # another instance leads the sweeps now: it tells
         await self._ctx.say(user_key.partition(":")[0], room, Reply(text))
         return True

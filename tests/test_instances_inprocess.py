@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from sqlalchemy.engine import make_url
 
 from bot.app import App
@@ -483,3 +484,30 @@ async def test_telegram_polling_has_one_poller_and_a_standby_polls_after_its_dea
 
 def conflicts(fake: TelegramFake) -> list[Any]:
     return [c for c in fake.calls if c.method == "getUpdates" and c.status == 409]
+
+
+async def test_a_leader_cut_off_while_another_took_its_lease_over_acts_no_more(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The database's view after a partition: another run holds the lease with the next epoch,
+    # while this one still believes it leads (its renewals had not failed yet). Every
+    # leader-only act asks the database first (Leadership.still), and the epoch fences it out.
+    cfg = pg_config(tmp_path, pg_url)
+    async with instances(cfg, ChatKit()) as [a]:
+        lead = await a.leadership.lead("fenced")
+        assert await a.leadership.still(lead)
+        conn = await asyncpg.connect(dsn(pg_url))
+        try:
+            await conn.execute(
+                "UPDATE leases SET holder = 'another-run', epoch = epoch + 1,"
+                " expires_at = $1 WHERE name = 'fenced'",
+                time.time() + LEASE_TTL,
+            )
+        finally:
+            await conn.close()
+        assert not await a.leadership.still(lead)
+        assert await lease_row(pg_url, "fenced") == (
+            "another-run",
+            lead.epoch + 1,
+            pytest.approx(time.time() + LEASE_TTL, abs=3),
+        )

@@ -10,9 +10,9 @@ connection, whose worker thread waits out the lock (``busy_timeout``) while the 
 Durable commits (the accept and the claim: they decide what a user is told) must survive a
 power cut. In WAL mode ``synchronous=NORMAL`` writes a commit to the log without syncing it;
 ``FULL`` syncs the log at each commit. Here the commit is written on the loop's thread and the
-log is then synced by ``fdatasync`` in a worker thread, before the caller hears of it: what FULL does,
-without the loop waiting for the disk, and one sync covers every commit written before it began
-(commits of a burst share syncs).
+log is then synced (``fdatasync``) in a worker thread, before the caller hears of it: what FULL
+does, without the loop waiting for the disk, and one sync covers every commit written before it
+began (commits of a burst share syncs).
 """
 
 from __future__ import annotations
