@@ -375,3 +375,50 @@ async def test_send_slots_are_shared_by_instances(db: Database) -> None:
     a._counted = 0.0  # count again at the next slot
     await a.slot("telegram:3", 1.0)
     assert a.share() == 2
+
+
+NAIVE_CLAIM = "UPDATE outbox SET state = 'sending' WHERE id = ? RETURNING id"
+
+
+async def claim_race(target: str | Path, naive: bool) -> tuple[int, int]:
+    """Four instances, each on its own connection, send every due mail they see; return how
+    many mails there were and how many claims succeeded in all."""
+    opened = [await open_database(target) for _ in range(4)]
+    try:
+        rows = OutboxRows(opened[0])
+        now = time.time()
+        for n in range(120):
+            await rows.insert(new_row(f"race{n}", person=f"p{n % 40}"), (10, 100), now)
+
+        async def instance(db: Database) -> int:
+            mine = OutboxRows(db)
+            claimed = 0
+            for row in await mine.due(now + 1):  # what this instance saw due
+                if naive:
+                    claimed += len(await db.fetchall(NAIVE_CLAIM, (row.id,)))
+                else:
+                    claimed += await mine.claim(row.id) is not None
+                await asyncio.sleep(0)  # the others run between two claims
+            return claimed
+
+        return 120, sum(await asyncio.gather(*(instance(db) for db in opened)))
+    finally:
+        for db in opened:
+            await db.close()
+
+
+async def test_the_claim_sends_each_mail_once_where_the_naive_one_sends_twice(
+    target: str | Path,
+) -> None:
+    # Every instance sees the same due mails. The outbox's claim moves a row only from
+    # 'queued' (re-checked by the UPDATE itself: on PostgreSQL, in READ COMMITTED, a writer
+    # that waited for another's row lock re-reads the row before its WHERE, docs 13.2.1), so
+    # each mail is claimed once; the naive claim, without that guard, claims it again.
+    mails, claims = await claim_race(target, naive=False)
+    assert claims == mails
+    db = await open_database(target)
+    await db.execute("DELETE FROM outbox")
+    await db.close()
+    mails, naive = await claim_race(target, naive=True)
+    print(f"claims of {mails} due mails by 4 instances: {claims} chosen, {naive} naive")
+    assert naive > mails  # sent twice (or more)
