@@ -72,14 +72,23 @@ async def instances(cfg: Any, *kits: ChatKit) -> AsyncIterator[list[App]]:
         yield apps
 
 
-async def lease_row(pg_url: str, name: str) -> tuple[str, int, float] | None:
+async def ask(pg_url: str, statement: str, *args: Any) -> Any:
+    """Run one statement in a session of its own (not an instance's); return its first row."""
     conn = await asyncpg.connect(dsn(pg_url))
     try:
-        row = await conn.fetchrow(
-            "SELECT holder, epoch, expires_at FROM leases WHERE name = $1", name
-        )
+        return await conn.fetchrow(statement, *args)
     finally:
         await conn.close()
+
+
+async def cut_off(pg_url: str, app: App) -> None:
+    """End ``app``'s lease session from the server's side, as when its process dies."""
+    pid = app.leadership.keeper.backend_pid
+    assert (await ask(pg_url, "SELECT pg_terminate_backend($1)", pid))[0]
+
+
+async def lease_row(pg_url: str, name: str) -> tuple[str, int, float] | None:
+    row = await ask(pg_url, "SELECT holder, epoch, expires_at FROM leases WHERE name = $1", name)
     return None if row is None else (str(row[0]), int(row[1]), float(row[2]))
 
 
@@ -113,12 +122,7 @@ async def test_a_standby_takes_the_intake_over_within_10_s_of_the_leaders_death(
         assert not kit_b.running.is_set()
 
         # A dies: its lease connection is cut and it does nothing more (as after SIGKILL).
-        pid = a.leadership.keeper.backend_pid
-        conn = await asyncpg.connect(dsn(pg_url))
-        try:
-            assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-        finally:
-            await conn.close()
+        await cut_off(pg_url, a)
         killed = time.monotonic()
         run_a.cancel()
         await asyncio.gather(run_a, return_exceptions=True)
@@ -178,13 +182,9 @@ def mail_files(cfg: Any) -> list[Path]:
 
 async def age(pg_url: str, run: str, seconds: float) -> None:
     """Make ``run``'s last heartbeat ``seconds`` old (as if it had stopped beating then)."""
-    conn = await asyncpg.connect(dsn(pg_url))
-    try:
-        await conn.execute(
-            "UPDATE instances SET beat_at = $1 WHERE run = $2", time.time() - seconds, run
-        )
-    finally:
-        await conn.close()
+    await ask(
+        pg_url, "UPDATE instances SET beat_at = $1 WHERE run = $2", time.time() - seconds, run
+    )
 
 
 async def test_a_lapsed_runs_mail_in_flight_turns_unknown_told_once_a_live_ones_untouched(
@@ -458,12 +458,7 @@ async def test_telegram_polling_has_one_poller_and_a_standby_polls_after_its_dea
         # B's poll would end A's at once with 409 (one consumer per token): there was none.
         assert conflicts(telegram_fake) == []
         # A dies (its lease connection is cut, it does nothing more): B polls.
-        pid = a.leadership.keeper.backend_pid
-        conn = await asyncpg.connect(dsn(pg_url))
-        try:
-            assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-        finally:
-            await conn.close()
+        await cut_off(pg_url, a)
         run_a.cancel()
         await asyncio.gather(run_a, return_exceptions=True)
         died = time.monotonic()
@@ -496,15 +491,12 @@ async def test_a_leader_cut_off_while_another_took_its_lease_over_acts_no_more(
     async with instances(cfg, ChatKit()) as [a]:
         lead = await a.leadership.lead("fenced")
         assert await a.leadership.still(lead)
-        conn = await asyncpg.connect(dsn(pg_url))
-        try:
-            await conn.execute(
-                "UPDATE leases SET holder = 'another-run', epoch = epoch + 1,"
-                " expires_at = $1 WHERE name = 'fenced'",
-                time.time() + LEASE_TTL,
-            )
-        finally:
-            await conn.close()
+        await ask(
+            pg_url,
+            "UPDATE leases SET holder = 'another-run', epoch = epoch + 1,"
+            " expires_at = $1 WHERE name = 'fenced'",
+            time.time() + LEASE_TTL,
+        )
         assert not await a.leadership.still(lead)
         assert await lease_row(pg_url, "fenced") == (
             "another-run",
