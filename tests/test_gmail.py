@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from bot.google.gmail_send import IDLE_SECONDS
+from bot.store.vault import VERSION
 from tests.botproc import free_port
 from tests.gmail_rig import GmailRig, connect, follow, gmail_config, login_link, start_gmail_rig
 from tests.google_fake import GMAIL_SEND, Fault, GoogleFake
@@ -313,4 +314,4 @@ async def test_secrets_at_rest_are_encrypted_and_files_are_0600(
     for path in (database, tmp_path / "bot.db.key"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     row = sqlite3.connect(database).execute("SELECT refresh_token FROM accounts").fetchone()
-    assert row[0].startswith(b"gAAAA")  # a Fernet token
+    assert row[0].startswith(VERSION)  # sealed with AES-GCM

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from bot.errors import StoreError
 from bot.store.accounts import Accounts
@@ -357,6 +358,19 @@ def test_key_from_environment_wins_and_wrong_key_is_a_clear_error(tmp_path: Path
     sealed = SecretBox(load_key(tmp_path / "a", env={})).seal(b"x")
     with pytest.raises(StoreError, match="cannot be decrypted"):
         SecretBox(load_key(tmp_path / "b", env={})).open(sealed)
+
+
+def test_values_sealed_before_still_open_and_a_changed_value_is_refused(tmp_path: Path) -> None:
+    key = load_key(tmp_path / "key", env={})
+    box = SecretBox(key)
+    before = Fernet(key).encrypt(b"1//sealed-by-an-earlier-version")  # how values were sealed
+    assert box.open(before) == b"1//sealed-by-an-earlier-version"
+    sealed = box.seal(b"1//refresh-token")
+    assert sealed != box.seal(b"1//refresh-token")  # a fresh nonce each time
+    assert box.open(sealed) == b"1//refresh-token"
+    for changed in (sealed[:-1] + bytes([sealed[-1] ^ 1]), b"\x02" + sealed[1:], sealed[:20]):
+        with pytest.raises(StoreError, match="cannot be decrypted"):
+            box.open(changed)
 
 
 async def test_send_slots_are_shared_by_instances(db: Database) -> None:
