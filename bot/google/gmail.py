@@ -52,13 +52,13 @@ class GmailBackend:
 
     async def sender(self, user_key: str) -> EmailAddress:
         """Return the connected address, or explain how to connect."""
-        account = await self._accounts.get(user_key)
-        if account is None:
+        address = await self._accounts.address(user_key)  # its token stays sealed
+        if address is None:
             raise NotConnectedError(
                 "Your Gmail is not connected yet. Send /connect in a direct chat with me "
                 "to link it (once)."
             )
-        local, _, domain = account.address.rpartition("@")
+        local, _, domain = address.rpartition("@")
         return EmailAddress(local, domain)
 
     async def prepare(self, user_key: str) -> None:

@@ -81,6 +81,13 @@ class Accounts:
             made_by=row[5],
         )
 
+    async def address(self, user_key: str) -> str | None:
+        """Return the address linked to ``user_key``, if any, without opening its token."""
+        rows = await self._db.fetchall(
+            "SELECT address FROM accounts WHERE user_key = ?", (user_key,)
+        )
+        return next((str(r[0]) for r in rows), None)
+
     async def save(
         self,
         user_key: str,
