@@ -70,6 +70,7 @@ class Core:
         )
         self.claims = Claims(db, self.run)
         self._networks: dict[str, ChatAdapter] = {}
+        self._addressed: dict[str, Addressed] = {}  # networks whose commands may name the bot
         self.ctx = Ctx(
             config,
             self.accounts,
@@ -90,6 +91,9 @@ class Core:
     def attach(self, adapter: ChatAdapter) -> None:
         """Let the core answer on ``adapter``'s network."""
         self._networks[adapter.platform] = adapter
+        self._addressed.pop(adapter.platform, None)
+        if isinstance(adapter, Addressed):  # once: a protocol check costs tens of µs
+            self._addressed[adapter.platform] = adapter
 
     def network(self, platform: str) -> ChatAdapter | None:
         """Return the adapter attached for ``platform``."""
@@ -113,7 +117,7 @@ class Core:
         try:
             result = "ok"
             try:
-                reply = await self._answer(message)
+                reply = await self._answer(message, command)
             except BotError as exc:
                 reply, result = Reply(str(exc)), "refused"
             except Exception:
@@ -144,12 +148,10 @@ class Core:
 
     def _command(self, message: Message) -> Command | None:
         # Telegram: commands in groups may be addressed "/mail@bot_username".
-        network = self._networks.get(message.platform)
-        username = network.username if isinstance(network, Addressed) else None
-        return parse_command(message.text, username)
+        network = self._addressed.get(message.platform)
+        return parse_command(message.text, None if network is None else network.username)
 
-    async def _answer(self, message: Message) -> Reply | None:
-        command = self._command(message)
+    async def _answer(self, message: Message, command: Command | None) -> Reply | None:
         if command is None:
             if not message.is_direct:
                 return None  # chatter in a group is not for us

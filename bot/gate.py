@@ -11,10 +11,9 @@ being accepted before the first one is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from types import TracebackType
 
 # A mail's stages, in the order it goes through them.
 EVENT, READ, ACCEPT, CLAIM, RECORD, TELL = range(6)
@@ -28,24 +27,22 @@ class Gate:
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, stage: int) -> AsyncIterator[None]:
-        """Hold a slot for the block, waiting for one if none is free."""
+    def hold(self, stage: int) -> _Held:
+        """Hold a slot for an ``async with`` block, waiting for one if none is free."""
+        return _Held(self, stage)
+
+    async def _acquire(self, stage: int) -> None:
         if self._free > 0 and not self._waiting:
             self._free -= 1
-        else:
-            turn = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (-stage, next(self._order), turn))
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._release()  # it was handed over just as we were cancelled
-                raise
+            return
+        turn = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-stage, next(self._order), turn))
         try:
-            yield
-        finally:
-            self._release()
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # it was handed over just as we were cancelled
+            raise
 
     def _release(self) -> None:
         while self._waiting:
@@ -54,3 +51,22 @@ class Gate:
                 turn.set_result(None)  # the slot goes straight to the next in line
                 return
         self._free += 1
+
+
+class _Held:
+    # A class, not contextlib's generator: a mail passes six gates, each a few µs cheaper so.
+    __slots__ = ("_gate", "_stage")
+
+    def __init__(self, gate: Gate, stage: int) -> None:
+        self._gate, self._stage = gate, stage
+
+    async def __aenter__(self) -> None:
+        await self._gate._acquire(self._stage)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._gate._release()
