@@ -35,12 +35,11 @@ from bot.store.outbox_rows import (
     OutboxRows,
 )
 from bot.store.vault import SecretBox
+from bot.together import together
 
 log = logging.getLogger(__name__)
 
 BUSY = 4  # mails whose own work (not their wait for Gmail) runs at once
-
-
 T = TypeVar("T")
 
 
@@ -69,6 +68,7 @@ class Outbox:
         # when instances share the database: Matrix only where its sync runs).
         self.networks: Callable[[], Collection[str]] | None = None
         self._transient = db.transient  # database errors a delivery waits out
+        self._shared = db.shared  # a server: a step's statements go at once (bot.together)
         self.clock = clock  # when mail is due; tests turn it
         self.scheduler = Scheduler(self.rows, self.submit, clock)
         self._live: set[int] = set()  # rows with a delivery task
@@ -210,14 +210,14 @@ class Outbox:
                 async with self.busy.hold(RECORD):
                     # Both writes in one trip to the database.
                     detail = outcome.detail()
-                    done = await asyncio.gather(
+                    done = await together(
+                        self._shared,
                         self._persist(
                             row_id, lambda: self.rows.decide(row_id, outcome.state, detail)
                         ),
                         self._persist(row_id, lambda: self.rows.remember_recipients(row))
                         if outcome.state == SENT
                         else asyncio.sleep(0),
-                        return_exceptions=True,
                     )
                     marked = not isinstance(done[0], BaseException)
                     if done[0] is False:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -19,6 +18,7 @@ from bot.grammar import parse_mail
 from bot.policy import check_send_budget
 from bot.store.outbox_rows import CANCELLED, FAILED, HELD, QUEUED, UNKNOWN, OutboxRow
 from bot.store.settings import SIGNATURE
+from bot.together import together
 from bot.when import parse_when, shown, split_at
 from bot.wording import attachment_refused, preview_text, recipients_shown, subject_shown
 
@@ -34,11 +34,11 @@ async def mail(ctx: Ctx, message: Message, args: str, *, held: bool = False) -> 
     at, args = split_at(args)
     async with ctx.outbox.busy.hold(gate.READ):
         # The reads in one trip to the database; a usage error still comes first.
-        aliases, sender, settings = await asyncio.gather(
+        aliases, sender, settings = await together(
+            ctx.accounts.shared,
             ctx.aliases.all(ctx.person),
             ctx.backend.sender(ctx.person),
             ctx.settings.all(ctx.person),
-            return_exceptions=True,
         )
         if isinstance(aliases, BaseException):
             raise aliases
