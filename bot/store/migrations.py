@@ -199,4 +199,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             next_at  REAL NOT NULL       -- wall-clock time the chat's next message may go
         )""",
     ),
+    # 14: outbox_state_due (state, due_at) serves every lookup by state, so the index on state
+    # alone only cost each accept and each change of state another B-tree to write.
+    ("DROP INDEX IF EXISTS outbox_state",),
 )

@@ -78,8 +78,10 @@ class Claims:
     async def done(self, key: str) -> None:
         """Mark ``key`` handled: no delivery of it is handled again, by any run."""
         await self._db.execute(
-            "UPDATE seen_events SET state = ?, seen_at = ? WHERE event_key = ? AND run = ?",
-            (DONE, time.time(), key, self.run),
+            # seen_at stays the claim's: the row is kept for KEEP from then (and its index
+            # needs no second write).
+            "UPDATE seen_events SET state = ? WHERE event_key = ? AND run = ?",
+            (DONE, key, self.run),
         )
 
     async def release(self, key: str) -> None:
