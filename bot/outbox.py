@@ -11,7 +11,6 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import replace
 from typing import TypeVar
 
 from bot.backends import MailBackend, Receipt, SendRefused, SendUnknown
@@ -100,14 +99,12 @@ class Outbox:
         now: float | None = None,
     ) -> OutboxRow | None:
         """Record a mail (queued, or held for a preview) unless its person (``person``, or
-        ``user_key`` when not joined) has had ``limits``
-        (per minute, per day) mails accepted already; return its row, or None if over a limit
-        or this chat event was recorded before."""
+        ``user_key`` when not joined) has had ``limits`` (per minute, per day) mails accepted
+        already; return its row, or None if over a limit or this chat event was recorded before."""
         parts = zip(("to", "cc", "bcc"), (request.to, request.cc, request.bcc), strict=True)
-        recipients = {name: [str(a) for a in part] for name, part in parts}
-        sealed = self._box.seal(raw)
-        new = NewRow(event_key, user_key, room, is_direct, recipients, request.subject, sealed)
-        new = replace(new, held=held, due_at=due_at, author=author, person=person)
+        to = {name: [str(a) for a in part] for name, part in parts}
+        mail = (to, request.subject, self._box.seal(raw))
+        new = NewRow(event_key, user_key, room, is_direct, *mail, held, due_at, author, person)
         return await self.rows.insert(new, limits, time.time() if now is None else now)
 
     async def cancel(self, row_id: int) -> bool:
