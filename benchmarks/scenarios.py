@@ -112,32 +112,45 @@ async def help_idle(rig: Rig, user: str, n: int = 300) -> dict[str, float]:
     return {"help_p99_ms_idle": percentile(samples, 99)}
 
 
-async def concurrent(rig: Rig, users: list[str], helper_user: str) -> dict[str, float]:
+async def concurrent(
+    rig: Rig, users: list[str], helper_user: str, rounds: int = 3
+) -> dict[str, float]:
     """Every user sends one /mail at the same moment; Gmail takes 250 ms for each. Meanwhile
-    another user keeps asking /help."""
+    another user keeps asking /help. ``rounds`` such bursts, one after another: the wall is
+    their median, /help's p99 is over the answers of all of them (one burst gives about 120, so
+    its p99 would be the second-slowest answer: one hiccup of a shared machine)."""
     latency = 0.25
     await rig.fake.set(gmail_latency=latency)
-    outcomes = [rig.chat.expect(is_outcome(u)) for u in users]
     help_ms: list[float] = []
-    stop = asyncio.Event()
-    helper = asyncio.create_task(ask_help(rig, helper_user, stop, help_ms))
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    await asyncio.gather(
-        *(rig.core.handle(rig.message(u, f"/mail bob@example.com From {u} | Hi")) for u in users)
-    )
-    said = await asyncio.gather(*outcomes)
-    wall = max(s.at for s in said) - t0
-    cpu = time.process_time() - cpu0
-    stop.set()
-    await helper
+    walls: list[float] = []
+    cpu = 0.0
+    for _ in range(rounds):
+        outcomes = [rig.chat.expect(is_outcome(u)) for u in users]
+        stop = asyncio.Event()
+        helper = asyncio.create_task(ask_help(rig, helper_user, stop, help_ms))
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        await asyncio.gather(
+            *(
+                rig.core.handle(rig.message(u, f"/mail bob@example.com From {u} | Hi"))
+                for u in users
+            )
+        )
+        said = await asyncio.gather(*outcomes)
+        walls.append(max(s.at for s in said) - t0)
+        cpu += time.process_time() - cpu0
+        stop.set()
+        await helper
+        await rig.core.outbox.drain()  # the last writes (told) before the next burst
     await rig.fake.set(gmail_latency=0.0)
+    wall = statistics.median(walls)
     return {
         "concurrent_users": float(len(users)),
         "concurrent_latency_s": latency,
         "concurrent_wall_s": wall,
         "concurrent_ratio": wall / latency,
-        "concurrent_cpu_s": cpu,
+        "concurrent_cpu_s": cpu / rounds,
+        "concurrent_rounds": float(rounds),
         "help_p99_ms_under_load": percentile(help_ms, 99),
         "help_answers_under_load": float(len(help_ms)),
     }
