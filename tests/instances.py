@@ -29,9 +29,13 @@ from tests.stack import (
     Stack,
     _child,
     _end,
+    config_toml,
+    google_section,
     remote_google,
     remote_telegram,
+    telegram_section,
     until,
+    web,
 )
 
 SECRET = "tier-webhook-Secret_1"
@@ -41,29 +45,13 @@ def config_text(
     database: str, key_file: Path, port: int, public: str, google: Any, telegram: Any, extra: str
 ) -> str:
     """One instance's configuration: everything shared but ``[web] listen``."""
-    return f"""
-[bot]
-database = "{database}"
-data_key_file = "{key_file}"
-{extra}
-[web]
-listen = "127.0.0.1:{port}"
-public_url = "{public}"
-[mail]
-confirm = "never"
-undo_seconds = 0
-[google]
-client_secrets_file = "client_secret.json"
-auth_uri = "{google.auth_uri}"
-token_uri = "{google.token_uri}"
-revoke_uri = "{google.revoke_uri}"
-api_endpoint = "{google.api_endpoint}"
-[telegram]
-token = "{telegram.token}"
-base_url = "{telegram.url}/bot"
-mode = "webhook"
-webhook_secret = "{SECRET}"
-"""
+    sections = {
+        "bot": {"database": database, "data_key_file": str(key_file)},
+        "web": web(port, public),
+        "google": google_section(google, "client_secret.json"),
+        "telegram": telegram_section(telegram, mode="webhook", webhook_secret=SECRET),
+    }
+    return config_toml(sections, extra)
 
 
 @dataclass

@@ -248,39 +248,60 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+Section = dict[str, str | int]
+GOOGLE_URLS = ("auth_uri", "token_uri", "revoke_uri", "api_endpoint")
+
+
+def config_toml(sections: dict[str, Section], bot_lines: str = "") -> str:
+    """The TOML text of ``sections`` (``bot_lines``: more lines of [bot], as typed), with what
+    every rig's bot has: its own port and public URL given in ``sections["web"]``, no previews
+    and no undo window unless ``sections["mail"]`` says otherwise."""
+    mail: Section = {"confirm": "never", "undo_seconds": 0, **sections.get("mail", {})}
+    text = []
+    for name, values in {**sections, "mail": mail}.items():
+        text.append(f"[{name}]")
+        # A JSON string is a TOML basic string (the same escapes).
+        text += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        if name == "bot" and bot_lines:
+            text.append(bot_lines)
+    return "\n".join(text) + "\n"
+
+
+def web(port: int, public: str = "") -> Section:
+    """[web] for a bot on ``port`` (its public URL its own unless ``public``)."""
+    return {"listen": f"127.0.0.1:{port}", "public_url": public or f"http://127.0.0.1:{port}"}
+
+
+def google_section(
+    google: Any, secrets: str | Path, urls: tuple[str, ...] = GOOGLE_URLS
+) -> Section:
+    """[google] against the fake ``google`` (in this process or not)."""
+    return {"client_secrets_file": str(secrets), **{url: getattr(google, url) for url in urls}}
+
+
+def telegram_section(telegram: Any, **more: str) -> Section:
+    """[telegram] against the Bot API fake ``telegram``."""
+    return {"token": telegram.token, "base_url": f"{telegram.url}/bot", **more}
+
+
 def write_config(
     tmp_path: Path, google: Any, telegram: RemoteTelegram | None = None, extra: str = ""
 ) -> tuple[Path, str]:
     """A config for the bot against ``google`` (the fake, in this process or not) and, if
     given, ``telegram``; ``extra`` goes into [bot]. Return its path and the bot's public URL."""
     port = free_port()
-    public = f"http://127.0.0.1:{port}"
     secrets = google.client_secrets_json()
     (tmp_path / "client_secret.json").write_text(json.dumps(secrets))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[bot]
-database = "bot.db"
-{extra}
-[web]
-listen = "127.0.0.1:{port}"
-public_url = "{public}"
-[mail]
-confirm = "never"
-undo_seconds = 0
-[google]
-client_secrets_file = "client_secret.json"
-auth_uri = "{google.auth_uri}"
-token_uri = "{google.token_uri}"
-revoke_uri = "{google.revoke_uri}"
-api_endpoint = "{google.api_endpoint}"
-"""
-    )
+    sections = {
+        "bot": {"database": "bot.db"},
+        "web": web(port),
+        "google": google_section(google, "client_secret.json"),
+    }
     if telegram is not None:
-        with config.open("a") as f:
-            f.write(f'[telegram]\ntoken = "{telegram.token}"\nbase_url = "{telegram.url}/bot"\n')
-    return config, public
+        sections["telegram"] = telegram_section(telegram)
+    config = tmp_path / "config.toml"
+    config.write_text(config_toml(sections, extra))
+    return config, str(sections["web"]["public_url"])
 
 
 @dataclass

@@ -17,7 +17,7 @@ from bot.store.db import open_database
 from tests.botproc import free_port
 from tests.gmail_rig import follow
 from tests.google_fake import GoogleFake
-from tests.stack import Daemon
+from tests.stack import Daemon, Section, config_toml, google_section, web
 from tests.synapse import (
     ReceivedMessage,
     RegisteredUser,
@@ -54,31 +54,22 @@ def instance(
     shared = tmp_path / "shared"
     shared.mkdir(exist_ok=True)
     config = home / "config.toml"
-    text = f"""
-[bot]
-database = "{pg_url}"
-data_key_file = "{shared / "data.key"}"
-[web]
-listen = "127.0.0.1:{port}"
-public_url = "{public}"
-[mail]
-confirm = "never"
-undo_seconds = 0
-outbox_dir = "{shared / "outbox"}"
-[matrix]
-homeserver = "{synapse.url}"
-user_id = "{bot.user_id}"
-access_token = "{bot.access_token}"
-store_path = "{shared / "matrix-store"}"
-"""
+    sections: dict[str, Section] = {
+        "bot": {"database": pg_url, "data_key_file": str(shared / "data.key")},
+        "web": web(port, public),
+        "mail": {"outbox_dir": str(shared / "outbox")},
+        "matrix": {
+            "homeserver": synapse.url,
+            "user_id": bot.user_id,
+            "access_token": bot.access_token,
+            "store_path": str(shared / "matrix-store"),
+        },
+    }
     if google is not None:
         secrets = shared / "client_secret.json"
         secrets.write_text(json.dumps(google.client_secrets_json([f"{public}/oauth/callback"])))
-        text += f"""[google]
-client_secrets_file = "{secrets}"
-revoke_uri = "{google.revoke_uri}"
-api_endpoint = "{google.api_endpoint}"
-"""
+        sections["google"] = google_section(google, secrets, ("revoke_uri", "api_endpoint"))
+    text = config_toml(sections)
     config.write_text(text)
     return Daemon(config, f"http://127.0.0.1:{port}")
 
